@@ -1,0 +1,64 @@
+"""The autolr exception hierarchy.
+
+Every error autolr raises derives from :class:`AutoLRError`; each subclass also
+derives from the builtin it resembles, so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+
+class AutoLRError(Exception):
+    """Root of all autolr errors."""
+
+
+class ConfigError(AutoLRError, ValueError):
+    """A setting is out of range or inconsistent with another setting."""
+
+
+class InputError(AutoLRError, TypeError):
+    """A value handed to autolr at run time has the wrong type or shape."""
+
+
+class FitError(AutoLRError, RuntimeError):
+    """A model fit (forecast curve or Gaussian process) failed after all retries."""
+
+
+class StateError(AutoLRError, RuntimeError):
+    """Saved state cannot be loaded (wrong schema version, missing keys, mismatch)."""
+
+
+class LogFormatError(AutoLRError, ValueError):
+    """A run log or imported log cannot be read."""
+
+
+class MissingDependencyError(AutoLRError, ImportError):
+    """An optional dependency is not installed."""
+
+
+class AutoLRWarning(UserWarning):
+    """Base class of autolr warnings."""
+
+
+class SchedulerConflictWarning(AutoLRWarning):
+    """A framework LR scheduler would overwrite the LR autolr sets; autolr disabled it."""
+
+
+class ProbeDivergedWarning(AutoLRWarning):
+    """Raised as a warning (never an error) when every probe of a stage diverged."""
+
+
+def require(module: str, extra: str) -> object:
+    """Import an optional dependency or raise an error naming the extra to install.
+
+    Args:
+        module: dotted module name, e.g. ``"lightning.pytorch"``.
+        extra: the autolr extra that provides it, e.g. ``"lightning"``.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise MissingDependencyError(
+            f"{module!r} is not installed; run: pip install \"autolr[{extra}]\""
+        ) from exc
