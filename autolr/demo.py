@@ -1,0 +1,246 @@
+"""The ``autolr demo``: an MLP on scikit-learn's digits, tuned by autolr.
+
+Trains the same model twice on the same budget and data order: once with autolr
+choosing the LR (probe steps counted in the budget), once with a default
+schedule (SGD with momentum, cosine decay from 0.1). Writes the run log and a
+plot of the LR per step over the loss curve.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from autolr.controller import AutoLRS, Phase
+from autolr.errors import require
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DigitsData:
+    """Digits split into train/validation/test tensors (features standardized)."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def load_digits_data(seed: int = 0) -> DigitsData:
+    """scikit-learn's 8x8 digits (ships with scikit-learn): 60% / 20% / 20% split."""
+    datasets = require("sklearn.datasets", "demo")
+    bunch = datasets.load_digits()  # type: ignore[attr-defined]
+    x = torch.tensor(bunch.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(bunch.target, dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(x), generator=gen)
+    x, y = x[perm], y[perm]
+    n_train, n_val = int(0.6 * len(x)), int(0.2 * len(x))
+    mean, std = x[:n_train].mean(0), x[:n_train].std(0) + 1e-3
+    x = (x - mean) / std
+    a, b = n_train, n_train + n_val
+    return DigitsData(x[:a], y[:a], x[a:b], y[a:b], x[b:], y[b:])
+
+
+def make_mlp(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10)
+    )
+
+
+def batch_stream(
+    data: DigitsData, batch_size: int, seed: int
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Endless shuffled minibatches of the training split."""
+    gen = torch.Generator().manual_seed(seed)
+    n = len(data.x_train)
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n - batch_size + 1, batch_size):
+            idx = perm[i : i + batch_size]
+            yield data.x_train[idx], data.y_train[idx]
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
+    x, y = batch
+    optimizer.zero_grad(set_to_none=True)
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy."""
+    model.eval()
+    logits = model(x)
+    model.train()
+    loss = float(nn.functional.cross_entropy(logits, y))
+    acc = float((logits.argmax(1) == y).float().mean())
+    return loss, acc
+
+
+@dataclass
+class DemoResult:
+    tuner: AutoLRS
+    autolr_val: tuple[float, float]
+    autolr_test: tuple[float, float]
+    baseline_val: tuple[float, float]
+    baseline_test: tuple[float, float]
+    baseline_losses: list[float]
+    log_path: Path
+    plot_path: Path | None
+
+
+def run_demo(
+    steps: int = 3000,
+    seed: int = 0,
+    out_dir: str | Path = "autolr_runs/demo",
+    batch_size: int = 32,
+    plot: bool = True,
+    progress: Callable[[int], Any] | None = None,
+) -> DemoResult:
+    """Train with autolr and with the default schedule; return both results.
+
+    Args:
+        steps: training steps of each run (autolr's probe steps included).
+        seed: seeds the model init, the data order and autolr.
+        out_dir: folder for ``run.jsonl`` and ``lr_loss.png``.
+        progress: called with the number of steps just done (for a progress bar).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "run.jsonl"
+    if log_path.exists():
+        log_path.unlink()
+    data = load_digits_data(seed)
+
+    model = make_mlp(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    def val_loss() -> float:
+        return evaluate(model, data.x_val, data.y_val)[0]
+
+    tuner = AutoLRS(
+        model,
+        opt,
+        min_lr=1e-3,
+        max_lr=3.0,
+        total_steps=steps,
+        seed=seed,
+        val_fn=val_loss,
+        val_every=2,
+        log_path=log_path,
+    )
+    for batch in tuner.batches(batch_stream(data, batch_size, seed)):
+        tuner.step(train_step(model, opt, batch))
+        if progress is not None:
+            progress(1)
+    autolr_val = evaluate(model, data.x_val, data.y_val)
+    autolr_test = evaluate(model, data.x_test, data.y_test)
+
+    base = make_mlp(seed)
+    base_opt = torch.optim.SGD(base.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(base_opt, T_max=steps)
+    base_losses = []
+    stream = batch_stream(data, batch_size, seed)
+    for _ in range(steps):
+        base_losses.append(float(train_step(base, base_opt, next(stream))))
+        sched.step()
+        if progress is not None:
+            progress(1)
+    baseline_val = evaluate(base, data.x_val, data.y_val)
+    baseline_test = evaluate(base, data.x_test, data.y_test)
+
+    plot_path = None
+    if plot:
+        plot_path = plot_lr_and_loss(tuner, out / "lr_loss.png", baseline_losses=base_losses)
+    return DemoResult(
+        tuner,
+        autolr_val,
+        autolr_test,
+        baseline_val,
+        baseline_test,
+        base_losses,
+        log_path,
+        plot_path,
+    )
+
+
+def plot_lr_and_loss(
+    tuner: AutoLRS, path: Path, baseline_losses: list[float] | None = None
+) -> Path | None:
+    """PNG of the LR per step (probe steps marked) over the training loss."""
+    try:
+        import matplotlib
+    except ImportError:
+        logger.warning('matplotlib is missing, no plot; run: pip install "autolr[plot]"')
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = range(1, len(tuner.trace_lr) + 1)
+    fig, ax_loss = plt.subplots(figsize=(10, 5))
+    loss = [v if math.isfinite(v) else float("nan") for v in tuner.trace_loss]
+    ax_loss.plot(steps, _smooth(loss), color="tab:blue", lw=1, label="autolr training loss")
+    if baseline_losses:
+        ax_loss.plot(
+            range(1, len(baseline_losses) + 1),
+            _smooth(baseline_losses),
+            color="tab:gray",
+            lw=1,
+            alpha=0.8,
+            label="cosine from 0.1 (default)",
+        )
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("training step (probe steps included)")
+    ax_loss.set_ylabel("training loss (smoothed)")
+    ax_lr = ax_loss.twinx()
+    probe_code = list(Phase).index(Phase.PROBE)
+    lrs = list(tuner.trace_lr)
+    probe_steps = [s for s, c in zip(steps, tuner.trace_phase) if c == probe_code]
+    ax_lr.scatter(
+        probe_steps,
+        [lrs[s - 1] for s in probe_steps],
+        s=2,
+        color="tab:orange",
+        alpha=0.5,
+        label="LR during probes",
+    )
+    other = [lr if c != probe_code else float("nan") for lr, c in zip(lrs, tuner.trace_phase)]
+    ax_lr.plot(steps, other, color="tab:red", lw=1.5, label="LR used (exploit, anneal)")
+    ax_lr.set_yscale("log")
+    ax_lr.set_ylabel("learning rate")
+    lines = ax_loss.get_legend_handles_labels()
+    lines2 = ax_lr.get_legend_handles_labels()
+    ax_loss.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper right", fontsize=8)
+    ax_loss.set_title("autolr: LR chosen per stage over the training loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _smooth(values: list[float], width: int = 25) -> list[float]:
+    out, acc = [], []
+    for v in values:
+        acc.append(v)
+        if len(acc) > width:
+            acc.pop(0)
+        finite = [a for a in acc if math.isfinite(a)]
+        out.append(sum(finite) / len(finite) if finite else float("nan"))
+    return out

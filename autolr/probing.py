@@ -1,0 +1,251 @@
+"""Probe bookkeeping shared by every way of running probes.
+
+A probe trains ``tau_probe`` steps at one candidate LR from the stage snapshot
+and records its loss series. The same :class:`ProbeRecord` and the same
+:func:`stop_reason` rule serve probes run inline (the user's own loop), by a
+:class:`ProbeBackend` in this process, or on Ray workers, so every backend
+takes the same decisions.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from autolr.snapshot import Snapshot, Stateful, capture, restore
+
+
+@dataclass
+class ProbeRecord:
+    """One probe's data.
+
+    Attributes:
+        lr: base LR probed, linear scale.
+        train_losses: training loss of every probe step (None where non-finite).
+        t: probe-local step of each objective value (steps trained at ``lr``).
+        losses: objective values (training or validation loss; None where non-finite).
+        diverged: the probe was stopped as diverged (or failed).
+        reason: why it stopped early or was rejected ('' when it ran fully).
+        forecast: forecast loss at ``t = tau``; None when diverged.
+        fit: fitted curve parameters (``a``, ``b``, ``c``, ``sse``, ``n_used``).
+        rolled_back: the exploit at this LR was rolled back by the guard.
+    """
+
+    lr: float
+    train_losses: list[float | None] = field(default_factory=list)
+    t: list[float] = field(default_factory=list)
+    losses: list[float | None] = field(default_factory=list)
+    diverged: bool = False
+    reason: str = ""
+    forecast: float | None = None
+    fit: dict[str, float] | None = None
+    rolled_back: bool = False
+
+    @property
+    def steps(self) -> int:
+        return len(self.train_losses)
+
+
+def finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def stop_reason(
+    train_losses: list[float | None],
+    ref_loss: float | None,
+    blowup_factor: float,
+    early_abort: bool,
+    noise: float = 0.0,
+) -> str | None:
+    """Why a probe must stop now, or None to go on.
+
+    A non-finite loss always stops it. With ``early_abort``, so does a loss
+    whose median over the last 3 steps exceeds both ``blowup_factor`` times the
+    loss at the snapshot and that loss plus 8 times the per-step ``noise``
+    (robust sd of recent losses; per-batch losses near zero are heavy-tailed).
+    The loss at the snapshot is the larger of ``ref_loss`` (the stage's recent
+    loss level) and the probe's own first loss (measured at the snapshot).
+    """
+    last = train_losses[-1]
+    if last is None:
+        return "non-finite loss"
+    if not early_abort or len(train_losses) < 3:
+        return None
+    known = [v for v in (ref_loss, train_losses[0]) if v is not None]
+    ref = max(known) if known else 0.0
+    if ref <= 0:
+        return None
+    window = [v for v in train_losses[-3:] if v is not None]
+    if len(window) == 3 and statistics.median(window) > max(blowup_factor * ref, ref + 8 * noise):
+        return f"loss above {blowup_factor:g}x the start loss"
+    return None
+
+
+@dataclass
+class ProbeRequest:
+    """What a backend needs to run one probe.
+
+    Attributes:
+        lr: base LR to probe (param groups keep their ratios).
+        steps: probe length, tau_probe.
+        stage: stage index; index: probe index in the stage.
+        ref_loss: loss at the snapshot, for the blow-up rule (None: unknown).
+        blowup_factor, early_abort, noise: the stop rule (see :func:`stop_reason`).
+        val_every: with a validation objective, evaluate every this many steps.
+        keep_state: return the probe's end state (for keep-the-winner).
+    """
+
+    lr: float
+    steps: int
+    stage: int
+    index: int
+    ref_loss: float | None
+    blowup_factor: float
+    early_abort: bool
+    noise: float = 0.0
+    val_every: int = 0
+    keep_state: bool = False
+
+
+@dataclass
+class ProbeOutcome:
+    """A backend's answer for one probe.
+
+    Attributes:
+        train_losses: every step's training loss (None where non-finite).
+        val: ``(t, loss)`` pairs of the validation objective, if any.
+        end_state: the probe's end state when requested and the probe did not diverge.
+        error: a message when the probe failed (worker died, raised, timed out).
+    """
+
+    train_losses: list[float | None]
+    val: list[tuple[float, float | None]] | None = None
+    end_state: Snapshot | None = None
+    error: str | None = None
+
+
+class ProbeBackend(Protocol):
+    """Runs probes out of the user's loop, ``parallelism`` at a time."""
+
+    parallelism: int
+
+    def run(self, snapshot: Snapshot, requests: list[ProbeRequest]) -> list[ProbeOutcome]: ...
+
+    def reset(self) -> None: ...
+
+
+TrainStep = Callable[[nn.Module, torch.optim.Optimizer, Any], Any]
+
+
+def set_group_lrs(optimizer: torch.optim.Optimizer, lr: float, ratios: list[float]) -> None:
+    """Set every param group's LR to ``lr * ratio`` (tensor LRs are filled in place)."""
+    for group, ratio in zip(optimizer.param_groups, ratios):
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr * ratio)
+        else:
+            group["lr"] = lr * ratio
+
+
+def run_probe(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_step: TrainStep,
+    batches: Iterator[Any],
+    request: ProbeRequest,
+    ratios: list[float],
+    val_fn: Callable[[], float] | None = None,
+) -> ProbeOutcome:
+    """Train one probe from the current state; the caller restores afterwards.
+
+    Args:
+        train_step: ``train_step(model, optimizer, batch) -> loss`` doing
+            forward, backward and ``optimizer.step()``.
+        batches: an iterator of batches; the probe takes ``request.steps`` of them.
+        ratios: each param group's LR relative to the first group's.
+    """
+    set_group_lrs(optimizer, request.lr, ratios)
+    losses: list[float | None] = []
+    val: list[tuple[float, float | None]] | None = [] if val_fn is not None else None
+    for k in range(1, request.steps + 1):
+        loss = float(train_step(model, optimizer, next(batches)))
+        losses.append(finite_or_none(loss))
+        if (
+            val is not None
+            and val_fn is not None
+            and (k % request.val_every == 0 or k == request.steps)
+        ):
+            val.append((float(k), finite_or_none(float(val_fn()))))
+        if stop_reason(
+            losses, request.ref_loss, request.blowup_factor, request.early_abort, request.noise
+        ):
+            break
+    return ProbeOutcome(train_losses=losses, val=val)
+
+
+class LocalProber:
+    """Runs probes in this process, one after another, each from the snapshot.
+
+    Args:
+        model, optimizer: the live objects (probes train them; they are restored
+            to the snapshot after every probe, also when a probe raises).
+        train_step: ``train_step(model, optimizer, batch) -> loss``.
+        batches: a callable returning a fresh iterator of batches for a probe
+            (``batches(stage, index)``); give the same batches to every probe
+            of a stage to compare LRs on equal data.
+        val_fn: validation loss, when the objective is the validation loss.
+        extras: extra stateful objects restored with the model.
+    """
+
+    parallelism = 1
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        train_step: TrainStep,
+        batches: Callable[[int, int], Iterable[Any]],
+        *,
+        val_fn: Callable[[], float] | None = None,
+        extras: dict[str, Stateful] | None = None,
+        ratios: list[float] | None = None,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.train_step = train_step
+        self.batches = batches
+        self.val_fn = val_fn
+        self.extras = extras
+        self.ratios = ratios
+
+    def reset(self) -> None:
+        """Nothing to reset: the prober keeps no state between stages."""
+
+    def run(self, snapshot: Snapshot, requests: list[ProbeRequest]) -> list[ProbeOutcome]:
+        ratios = self.ratios or [1.0] * len(self.optimizer.param_groups)
+        outcomes = []
+        for req in requests:
+            try:
+                restore(snapshot, self.model, self.optimizer, self.extras)
+                out = run_probe(
+                    self.model,
+                    self.optimizer,
+                    self.train_step,
+                    iter(self.batches(req.stage, req.index)),
+                    req,
+                    ratios,
+                    self.val_fn,
+                )
+                if req.keep_state and out.train_losses and out.train_losses[-1] is not None:
+                    out.end_state = capture(self.model, self.optimizer, self.extras)
+            except Exception as exc:  # noqa: BLE001 - a failed probe is data, not a crash
+                out = ProbeOutcome(train_losses=[], error=f"{type(exc).__name__}: {exc}")
+            finally:
+                restore(snapshot, self.model, self.optimizer, self.extras)
+            outcomes.append(out)
+        return outcomes

@@ -1,0 +1,102 @@
+"""Bad input gets a clear error that names the value, and never touches the model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from autolr import AutoLRS, ConfigError, InputError
+from autolr.config import AutoLRSConfig
+from tests.conftest import make_model
+
+
+def _tuner(**kw):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    args = {"min_lr": 1e-3, "max_lr": 1.0, "total_steps": 2000}
+    args.update(kw)
+    return AutoLRS(model, opt, **args)
+
+
+@pytest.mark.parametrize(
+    ("kw", "pattern"),
+    [
+        ({"min_lr": 0.5, "max_lr": 0.5}, r"min_lr=0\.5 >= max_lr=0\.5"),
+        ({"min_lr": 1.0, "max_lr": 0.1}, r"min_lr=1\.0 >= max_lr=0\.1"),
+        ({"min_lr": 0.0}, r"min_lr must be a positive finite number, got 0\.0"),
+        ({"min_lr": -1e-3}, r"min_lr must be a positive finite number, got -0\.001"),
+        ({"max_lr": math.nan}, r"max_lr must be a positive finite number, got nan"),
+        ({"max_lr": math.inf}, r"max_lr must be a positive finite number, got inf"),
+        ({"min_lr": "0.1"}, r"min_lr must be a positive number, got '0\.1'"),
+        ({"total_steps": 0}, r"total_steps must be an integer >= 1, got 0"),
+        ({"total_steps": 40}, r"total_steps=40 is too small for one stage"),
+        ({"probes": 0}, r"probes must be an integer >= 1, got 0"),
+        ({"acquisition": "pi"}, r"acquisition must be one of .*got 'pi'"),
+        ({"guard_factor": 0.9}, r"guard_factor must be above 1, got 0\.9"),
+        ({"anneal_fraction": 1.5}, r"anneal_fraction must be in \[0\.0, 0\.9\], got 1\.5"),
+        ({"gp_device": "tpu9"}, r"gp_device must be 'auto' or a torch device, got 'tpu9'"),
+        ({"tau": 100, "tau_probe": 200}, r"tau_probe must be <= tau, got tau_probe=200 > tau=100"),
+    ],
+)
+def test_bad_settings_name_the_value(kw, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        _tuner(**kw)
+
+
+def test_bad_settings_leave_model_and_optimizer_untouched():
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ConfigError):
+        AutoLRS(model, opt, min_lr=1.0, max_lr=0.1)
+    assert opt.param_groups[0]["lr"] == 0.1
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_optimizer_without_param_groups():
+    class Empty:
+        param_groups: list = []
+
+    with pytest.raises(ConfigError, match="optimizer has no param groups"):
+        AutoLRS(make_model(), Empty(), min_lr=1e-3, max_lr=1.0)  # type: ignore[arg-type]
+
+
+def test_wrong_model_and_optimizer_types():
+    model = make_model()
+    with pytest.raises(InputError, match="model must be a torch.nn.Module, got str"):
+        AutoLRS("model", torch.optim.SGD(model.parameters(), lr=0.1), 1e-3, 1.0)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="optimizer must be a torch.optim.Optimizer, got dict"):
+        AutoLRS(model, {}, 1e-3, 1.0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("loss", "pattern"),
+    [
+        (torch.ones(3), r"got a tensor of shape \(3,\)"),
+        ("0.5", r"got str: '0\.5'"),
+        ([0.5], r"got list: \[0\.5\]"),
+        (None, r"got NoneType: None"),
+        (True, r"got True"),
+    ],
+)
+def test_step_rejects_non_scalar_losses(loss, pattern):
+    tuner = _tuner()
+    with pytest.raises(InputError, match=pattern):
+        tuner.step(loss)
+    assert tuner.global_step == 0
+
+
+@pytest.mark.parametrize("loss", [0.5, 1, torch.tensor(0.5), torch.tensor([0.5])])
+def test_step_accepts_numbers_and_one_element_tensors(loss):
+    tuner = _tuner()
+    tuner.step(loss)
+    assert tuner.global_step == 1
+
+
+def test_config_round_trip():
+    cfg = AutoLRSConfig(min_lr=1e-4, max_lr=1e-1, total_steps=5000, probes=4)
+    assert AutoLRSConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match=r"unknown AutoLRS settings: \['bogus'\]"):
+        AutoLRSConfig.from_dict({**cfg.to_dict(), "bogus": 1})
