@@ -298,6 +298,7 @@ class AutoLRS:
             config=self.config.to_dict(),
             initial_lrs=self.initial_lrs,
             forecaster=self.forecaster.config(),
+            prober=type(prober).__name__ if prober is not None else None,
         )
         if self.config.warmup_steps > 0:
             self._log_phase(Phase.WARMUP)
@@ -453,6 +454,7 @@ class AutoLRS:
             tau_probe=spec.tau_probe,
             probes=spec.probes,
             exploit_steps=spec.exploit_steps,
+            recent=list(self._recent),
         )
         logger.info(
             "stage %d: tau=%d tau_probe=%d probes=%d",

@@ -3,8 +3,12 @@
 Schema (version 1). Every record has ``type``, ``schema_version`` and ``step``
 (the controller's global step when written; probe steps count). Types:
 
-- ``run_start``: ``config`` (all settings), ``initial_lrs`` (the param groups' LRs).
-- ``stage_start``: ``stage``, ``tau``, ``tau_probe``, ``probes``, ``exploit_steps``.
+- ``run_start``: ``config`` (all settings), ``initial_lrs`` (the param groups' LRs),
+  ``forecaster`` (its ``config()``), ``prober`` (class name of the probe backend, or
+  null when probes run in the training loop).
+- ``stage_start``: ``stage``, ``tau``, ``tau_probe``, ``probes``, ``exploit_steps``,
+  ``recent`` (the last finite losses before the snapshot, up to 16, which the
+  stage's reference loss and noise level come from; replay needs them for warmup).
 - ``probe``: ``stage``, ``index``, ``lr``, ``t`` (probe-local steps of each
   objective value), ``losses`` (objective values; null where non-finite),
   ``train_losses`` (every step's training loss), ``diverged``, ``reason``,
