@@ -70,6 +70,7 @@ class StageState:
     progress: float
     ref_loss: float | None = None
     noise: float = 0.0
+    val0: float | None = None
     probes: list[ProbeRecord] = field(default_factory=list)
     chosen_lr: float | None = None
     chosen_forecast: float | None = None
@@ -124,10 +125,12 @@ class AutoLRS:
         min_probe_steps: shortest probe worth running; a stage whose probes
             would be shorter skips its search (5).
         val_fn: optional ``() -> float`` validation loss. When given, the
-            objective is the validation loss, evaluated every ``val_every``
-            probe steps and at each probe's end; else the training loss of
-            every step.
-        val_every: probe steps between validation evaluations (5).
+            objective is the validation loss: evaluated once at the stage
+            snapshot (``t = 0`` of every probe), every ``val_every`` probe steps
+            and at each probe's end; else the training loss of every step.
+            It must leave the model in training mode.
+        val_every: probe steps between validation evaluations (5; at most a
+            quarter of ``tau_probe`` so every probe gets at least 5 points).
         warmup_steps: steps of linear warmup from 0 to ``warmup_lr`` before the
             first stage (0).
         warmup_lr: LR reached at the end of warmup (default: the geometric mean
@@ -340,7 +343,7 @@ class AutoLRS:
                 self._warned_done = True
             return self.lr
         if self._trace:
-            self.trace_lr.append(self.lr)
+            self.trace_lr.append(self.current_lr)
             self.trace_loss.append(value)
             self.trace_phase.append(PHASE_CODES[self.phase])
         self.global_step += 1
@@ -429,12 +432,18 @@ class AutoLRS:
             self._enter_tail()
             return
         ref = statistics.median(self._recent) if self._recent else None
+        # The objective at the snapshot (t = 0 of every probe), before the capture so
+        # that whatever RNG the validation draws is the same for every probe.
+        val0 = None
+        if self.val_fn is not None and spec.probes > 0:
+            val0 = finite_or_none(float(self.val_fn()))
         self.stage = StageState(
             spec=spec,
             start_step=self.global_step,
             progress=self._progress(),
             ref_loss=ref,
             noise=_robust_sd(list(self._recent)),
+            val0=val0,
         )
         self._snapshot = capture(
             self.model,
@@ -477,6 +486,8 @@ class AutoLRS:
         if self._dirty:
             self._restore(self._snapshot)
         self.probe = ProbeRecord(lr=lr)
+        if self.val_fn is not None:
+            self.probe.t, self.probe.losses = [0.0], [self.stage.val0]
         self.phase = Phase.PROBE
         self._set_lr(lr)
 
@@ -490,7 +501,7 @@ class AutoLRS:
         if self.val_fn is None:
             probe.t.append(float(k - 1))
             probe.losses.append(finite_or_none(value))
-        elif k % self.config.val_every == 0 or k == stage.spec.tau_probe:
+        elif k % self._val_every() == 0 or k == stage.spec.tau_probe:
             probe.t.append(float(k))
             probe.losses.append(finite_or_none(float(self.val_fn())))
         reason = stop_reason(
@@ -593,7 +604,7 @@ class AutoLRS:
                     blowup_factor=cfg.blowup_factor,
                     early_abort=cfg.early_abort,
                     noise=stage.noise,
-                    val_every=cfg.val_every if self.val_fn is not None else 0,
+                    val_every=self._val_every() if self.val_fn is not None else 0,
                     keep_state=cfg.keep_winner,
                 )
                 for i, lr in enumerate(lrs)
@@ -604,8 +615,8 @@ class AutoLRS:
                 self.global_step += probe.steps
                 self.search_steps += probe.steps
                 if out.val is not None:
-                    probe.t = [t for t, _ in out.val]
-                    probe.losses = [v for _, v in out.val]
+                    probe.t = [0.0] + [t for t, _ in out.val]
+                    probe.losses = [stage.val0] + [v for _, v in out.val]
                 else:
                     probe.t = [float(i) for i in range(probe.steps)]
                     probe.losses = list(probe.train_losses)
@@ -623,7 +634,7 @@ class AutoLRS:
                         if probe.train_losses
                         else "no steps"
                     )
-                    if reason is None and any(v is None for v in probe.losses):
+                    if reason is None and any(v is None for v in probe.losses[1:]):
                         reason = "non-finite validation loss"
                     if reason is not None:
                         probe.diverged, probe.reason = True, reason
@@ -751,6 +762,11 @@ class AutoLRS:
             if p.fit is not None and "sse" in p.fit
         ]
         return max(self.stage.noise, statistics.median(rmse) if rmse else 0.0)
+
+    def _val_every(self) -> int:
+        """Probe steps between validation evaluations: ``val_every``, at most a quarter probe."""
+        assert self.stage is not None
+        return max(1, min(self.config.val_every, self.stage.spec.tau_probe // 4))
 
     def _guard_window(self) -> int:
         assert self.stage is not None

@@ -63,7 +63,9 @@ class StagePlan:
             per_tau = (
                 1.0 + self.probes * self.fraction - (self.fraction if config.keep_winner else 0)
             )
-            self.tau0 = config.tau or max(1, int(available / (growth_sum * per_tau)))
+            # Fewer, longer stages when the budget would make probes too short.
+            shortest = math.ceil(config.min_probe_steps / self.fraction)
+            self.tau0 = config.tau or max(shortest, int(available / (growth_sum * per_tau)))
             self.tau_max = config.tau_max or max(
                 self.tau0, int(round(self.tau0 * config.growth ** (GROWING_STAGES - 1)))
             )

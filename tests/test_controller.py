@@ -1,0 +1,392 @@
+"""The controller in a plain PyTorch loop: stages, probes, decisions, guard, resume, log."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from autolr import AutoLRS, LocalProber, Phase, StateError
+from autolr.runlog import SCHEMA_VERSION, read_run_log
+from tests.conftest import Regression, make_model, train_step
+
+
+def _run(task, steps=600, seed=0, model_seed=0, stop_at=None, **kw):
+    model = make_model(model_seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=steps, seed=seed, **kw)
+    used = []
+    for i, batch in enumerate(task.stream()):
+        if tuner.finished or (stop_at is not None and i == stop_at):
+            break
+        used.append(opt.param_groups[0]["lr"])
+        tuner.step(train_step(model, opt, batch))
+    return tuner, model, opt, used
+
+
+def test_plain_loop_runs_the_stages_within_the_budget(task):
+    tuner, _, _, used = _run(task, steps=600)
+    assert tuner.finished and tuner.global_step == 600 and len(used) == 600
+    assert tuner.search_steps > 0 and tuner.exploit_steps > 0
+    types = [r["type"] for r in tuner.log.records]
+    assert types[0] == "run_start" and types[-1] == "run_end"
+    assert types.count("stage_start") >= 2
+    probes = tuner.log.of_type("probe")
+    assert all(1e-3 <= p["lr"] <= 1.0 for p in probes)
+    decisions = tuner.log.of_type("decision")
+    for d in decisions:
+        finite = [c for c in d["candidates"] if c["forecast"] is not None]
+        if d["reason"] == "best_forecast":
+            assert d["forecast"] == min(c["forecast"] for c in finite)
+    # The last 10% anneals linearly down.
+    tail = used[-60:]
+    assert all(b <= a + 1e-12 for a, b in zip(tail, tail[1:]))
+    assert tail[-1] < 0.05 * tail[0]
+
+
+def test_lr_used_each_step_is_the_controllers(task):
+    tuner, _, _, used = _run(task, steps=400)
+    assert list(tuner.trace_lr) == pytest.approx(used, rel=0, abs=0)
+
+
+def test_probes_within_a_stage_never_repeat_an_lr(task):
+    tuner, *_ = _run(task, steps=600)
+    by_stage: dict[int, list[float]] = {}
+    for p in tuner.log.of_type("probe"):
+        by_stage.setdefault(p["stage"], []).append(p["lr"])
+    for lrs in by_stage.values():
+        assert len(set(lrs)) == len(lrs)
+
+
+def test_param_groups_keep_their_ratios(task):
+    model = make_model()
+    opt = torch.optim.SGD(
+        [
+            {"params": model[0].parameters(), "lr": 0.1},
+            {"params": model[2].parameters(), "lr": 0.01},
+        ],
+        momentum=0.9,
+    )
+    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=400)
+    for batch in task.stream():
+        g0, g1 = (g["lr"] for g in opt.param_groups)
+        assert g1 == pytest.approx(0.1 * g0)
+        assert g0 == pytest.approx(tuner.current_lr)
+        tuner.step(train_step(model, opt, batch))
+        if tuner.finished:
+            break
+    assert tuner.ratios == pytest.approx([1.0, 0.1])
+
+
+def test_diverging_probes_are_marked_and_the_run_goes_on():
+    task = Regression()
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    # A range reaching far into divergence for this problem.
+    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1e3, total_steps=600, seed=1)
+    for batch in task.stream():
+        tuner.step(train_step(model, opt, batch))
+        if tuner.finished:
+            break
+    probes = tuner.log.of_type("probe")
+    diverged = [p for p in probes if p["diverged"]]
+    assert diverged, "a range up to 1e3 must produce diverged probes"
+    assert all(p["forecast"] is None for p in diverged)
+    assert any(
+        len(p["train_losses"]) < 0.5 * max(len(q["train_losses"]) for q in probes) for p in diverged
+    ), "early abort saves the rest of the probe"
+    assert all(math.isfinite(v) for v in model.state_dict()["0.weight"].flatten().tolist())
+    for d in tuner.log.of_type("decision"):
+        chosen = [c for c in d["candidates"] if c["lr"] == d["lr"]]
+        assert not chosen or not chosen[0]["diverged"]
+
+
+def test_nan_during_exploit_rolls_back_and_decides_again(task):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=800, seed=0)
+    poisoned = False
+    for batch in task.stream():
+        loss = train_step(model, opt, batch)
+        if tuner.phase is Phase.EXPLOIT and tuner.stage_index == 0 and not poisoned:
+            first_choice = tuner.lr
+            snap = {k: v.clone() for k, v in tuner._snapshot.model.items()}
+            poisoned = True
+            tuner.step(torch.tensor(float("nan")))
+            assert tuner.restored
+            assert all(torch.equal(snap[k], v) for k, v in model.state_dict().items())
+            assert tuner.lr != first_choice
+            continue
+        tuner.step(loss)
+        if tuner.finished:
+            break
+    rollbacks = tuner.log.of_type("rollback")
+    assert rollbacks and rollbacks[0]["reason"] == "non-finite loss"
+    redo = [d for d in tuner.log.of_type("decision") if d["reason"] == "rollback"]
+    assert redo and redo[0]["lr"] != rollbacks[0]["lr"]
+
+
+def test_guard_rolls_back_when_the_exploit_blows_up(task):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=800, seed=0)
+    fired = False
+    for batch in task.stream():
+        loss = train_step(model, opt, batch)
+        if tuner.phase is Phase.EXPLOIT and tuner.stage_index == 0 and not fired:
+            loss = loss * 0 + 100.0  # a finite loss far above the stage start
+        tuner.step(loss)
+        fired = fired or bool(tuner.log.of_type("rollback"))
+        if tuner.finished:
+            break
+    assert "1.5x the stage start loss" in tuner.log.of_type("rollback")[0]["reason"]
+
+
+def test_same_seed_same_decisions_and_other_seed_differs(task):
+    a, *_ = _run(task, steps=400, seed=3)
+    b, *_ = _run(task, steps=400, seed=3)
+    c, *_ = _run(task, steps=400, seed=4)
+    lrs = lambda t: [p["lr"] for p in t.log.of_type("probe")]  # noqa: E731
+    assert lrs(a) == lrs(b)
+    assert lrs(a) != lrs(c)
+
+
+def test_reproducible_in_another_process(task, tmp_path):
+    here, *_ = _run(task, steps=300, seed=5)
+    script = textwrap.dedent(
+        """
+        import json, sys, torch
+        sys.path.insert(0, %r)
+        from tests.conftest import Regression, make_model, train_step
+        from autolr import AutoLRS
+        torch.set_num_threads(1)
+        task = Regression()
+        model = make_model(0)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=300, seed=5)
+        for batch in task.stream():
+            if tuner.finished:
+                break
+            tuner.step(train_step(model, opt, batch))
+        print(json.dumps([p["lr"] for p in tuner.log.of_type("probe")]))
+        """
+    ) % str(__import__("pathlib").Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [
+        p["lr"] for p in here.log.of_type("probe")
+    ]
+
+
+def test_controller_does_not_consume_the_callers_rng(task):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=400)
+    tuner.proposer.propose(1)
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("stop_at", [20, 75, 230])
+def test_resume_mid_stage_continues_the_search(task, tmp_path, stop_at):
+    full, full_model, *_ = _run(task, steps=500, seed=2)
+    # Interrupted run: stop, save everything, rebuild fresh objects, load, go on.
+    part, model, opt, _ = _run(task, steps=500, seed=2, stop_at=stop_at)
+    assert part.phase in (Phase.PROBE, Phase.EXPLOIT)
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save(
+        {"model": model.state_dict(), "opt": opt.state_dict(), "tuner": part.state_dict()}, ckpt
+    )
+    state = torch.load(ckpt, weights_only=True)
+    model2 = make_model(99)
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.05, momentum=0.9)
+    model2.load_state_dict(state["model"])
+    opt2.load_state_dict(state["opt"])
+    tuner2 = AutoLRS(model2, opt2, min_lr=1e-3, max_lr=1.0, total_steps=500, seed=2)
+    tuner2.load_state_dict(state["tuner"])
+    assert tuner2.global_step == stop_at and tuner2.phase is part.phase
+    for batch in task.stream(start=stop_at):
+        if tuner2.finished:
+            break
+        tuner2.step(train_step(model2, opt2, batch))
+    resumed = part.log.of_type("decision") + tuner2.log.of_type("decision")
+    assert [d["lr"] for d in resumed] == [d["lr"] for d in full.log.of_type("decision")]
+    for k, v in full_model.state_dict().items():
+        torch.testing.assert_close(model2.state_dict()[k], v)
+
+
+def test_load_state_dict_rejects_unknown_schema(task):
+    tuner, *_ = _run(task, steps=300, stop_at=5)
+    state = tuner.state_dict()
+    state["schema_version"] = 99
+    with pytest.raises(StateError, match="schema_version=99"):
+        tuner.load_state_dict(state)
+    del state["phase"]
+    state["schema_version"] = 1
+    with pytest.raises(StateError, match="missing the key 'phase'"):
+        tuner.load_state_dict(state)
+
+
+def test_run_log_schema(task, tmp_path):
+    path = tmp_path / "run.jsonl"
+    tuner, *_ = _run(task, steps=400, log_path=path)
+    records = read_run_log(path)
+    assert records == json.loads(json.dumps(tuner.log.records))
+    assert all(r["schema_version"] == SCHEMA_VERSION for r in records)
+    probe = records[[r["type"] for r in records].index("probe")]
+    for key in (
+        "stage",
+        "index",
+        "lr",
+        "t",
+        "losses",
+        "train_losses",
+        "diverged",
+        "reason",
+        "fit",
+        "forecast",
+        "steps",
+    ):
+        assert key in probe
+    ends = [r for r in records if r["type"] == "exploit_end"]
+    assert ends and all("forecast" in r and "actual" in r for r in ends)
+
+
+def test_validation_objective(task):
+    val_batch = Regression(seed=7).batch_at(0)
+    calls = []
+
+    def val_fn():
+        model.eval()
+        with torch.no_grad():
+            loss = torch.nn.functional.mse_loss(model(val_batch[0]), val_batch[1])
+        model.train()
+        calls.append(float(loss))
+        return float(loss)
+
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tuner = AutoLRS(
+        model, opt, min_lr=1e-3, max_lr=1.0, total_steps=500, val_fn=val_fn, val_every=4
+    )
+    for batch in task.stream():
+        tuner.step(train_step(model, opt, batch))
+        if tuner.finished:
+            break
+    probe = [p for p in tuner.log.of_type("probe") if not p["diverged"]][0]
+    assert probe["t"][:2] == [0.0, tuner.log.of_type("stage_start")[0]["tau_probe"] // 4]
+    assert probe["losses"][0] == calls[0] and probe["losses"][1] in calls
+    assert tuner.config.objective == "val_loss"
+
+
+def test_common_batches_give_every_probe_the_same_data(task):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=400)
+    seen: dict[tuple[int, int], list[int]] = {}
+    counter = iter(range(10**6))
+    for batch in tuner.batches((i, task.batch_at(i)) for i in counter):
+        i, b = batch
+        if tuner.phase is Phase.PROBE:
+            key = (tuner.stage_index, len(tuner.log.of_type("probe")))
+            seen.setdefault(key, []).append(i)
+        tuner.step(train_step(model, opt, b))
+    stage0 = [v for (s, _), v in seen.items() if s == 0]
+    assert len(stage0) > 1 and all(v == stage0[0] for v in stage0)
+
+
+def test_local_prober_backend_matches_inline_decisions(task):
+    steps = 400
+
+    def inline():
+        model = make_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=steps, seed=1)
+        data = (task.batch_at(i) for i in range(10**6))
+        for batch in tuner.batches(data):
+            tuner.step(train_step(model, opt, batch))
+        return tuner
+
+    def backend():
+        model = make_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        # Stage 0's probes see the same batches the inline run's cache replays.
+        prober = LocalProber(
+            model, opt, train_step, lambda stage, index: (task.batch_at(i) for i in range(10**6))
+        )
+        return AutoLRS(
+            model, opt, min_lr=1e-3, max_lr=1.0, total_steps=steps, seed=1, prober=prober
+        )
+
+    a, b = inline(), backend()
+    pa = [p for p in a.log.of_type("probe") if p["stage"] == 0]
+    pb = b.log.of_type("probe")
+    assert [p["lr"] for p in pa] == [p["lr"] for p in pb]
+    assert [p["forecast"] for p in pa] == pytest.approx([p["forecast"] for p in pb])
+    assert a.log.of_type("decision")[0]["lr"] == b.log.of_type("decision")[0]["lr"]
+    assert b.phase is Phase.EXPLOIT and b.global_step == b.search_steps > 0
+
+
+def test_local_prober_restores_after_a_failing_probe(task):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    calls = {"n": 0}
+
+    def flaky_step(m, o, batch):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise RuntimeError("worker lost")
+        return train_step(m, o, batch)
+
+    prober = LocalProber(model, opt, flaky_step, lambda s, i: task.stream())
+    tuner = AutoLRS(
+        model, opt, min_lr=1e-3, max_lr=1.0, total_steps=400, prober=prober, keep_winner=False
+    )
+    failed = [p for p in tuner.log.of_type("probe") if p["reason"].startswith("probe failed")]
+    assert failed and "worker lost" in failed[0]["reason"]
+    assert all(torch.equal(start[k], v) for k, v in model.state_dict().items())
+    assert tuner.phase is Phase.EXPLOIT
+
+
+def test_no_budget_uses_paper_stage_sizes():
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0)
+    assert tuner.stage is not None
+    assert (tuner.stage.spec.tau, tuner.stage.spec.tau_probe, tuner.stage.spec.probes) == (
+        1000,
+        100,
+        10,
+    )
+    assert tuner.plan.stage(5, None).tau == 8000
+    assert not tuner.finished
+
+
+def test_warmup_ramps_then_searches(task):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tuner = AutoLRS(
+        model, opt, min_lr=1e-3, max_lr=1.0, total_steps=500, warmup_steps=20, warmup_lr=0.1
+    )
+    lrs = []
+    for i in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        tuner.step(train_step(model, opt, task.batch_at(i)))
+    assert lrs == pytest.approx([0.1 * (i + 1) / 20 for i in range(20)])
+    assert tuner.phase is Phase.PROBE
+
+
+def test_step_after_finish_warns_and_keeps_lr(task, caplog):
+    tuner, *_ = _run(task, steps=300)
+    lr = tuner.lr
+    tuner.step(0.1)
+    assert tuner.lr == lr and "after the budget was spent" in caplog.text
