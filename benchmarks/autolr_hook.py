@@ -1,0 +1,176 @@
+"""Where autolr plugs into the benchmark: the two autolr methods and how they are driven.
+
+The runner builds the workload's usual optimizer at its default LR, then wraps
+it in ``autolr.AutoLRS`` exactly as a user would::
+
+    tuner = autolr.AutoLRS(model, optimizer, min_lr=..., max_lr=..., total_steps=T, seed=seed)
+    for batch in batches:
+        loss = train_step(model, optimizer, batch)
+        tuner.step(loss)
+        if tuner.finished: break
+
+``min_lr``/``max_lr`` are the ends of the workload's grid, so autolr and the grid
+search start from the same prior knowledge. What is read back from the tuner
+(``lr``, ``finished``, step counters) goes through ``getattr`` with fallbacks, so
+the benchmark keeps running while the controller's attribute names settle.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class AutoLRVariant:
+    """One way of running autolr in the benchmark.
+
+    Attributes:
+        name: method id used on the command line and in the results.
+        label: row label in the report.
+        settings: keyword arguments for ``AutoLRS(...)`` beyond the common ones;
+            any the installed ``AutoLRS`` does not accept are dropped and recorded.
+        common_batches: feed the loop through ``tuner.batches(...)`` (autolr owns
+            the data iterator, probes of a stage see the same batches) when the
+            tuner has that method.
+    """
+
+    name: str
+    label: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    common_batches: bool = False
+
+
+VARIANTS: dict[str, AutoLRVariant] = {
+    v.name: v
+    for v in (
+        AutoLRVariant("autolr", "autolr (default settings)"),
+        AutoLRVariant(
+            "autolr-paper",
+            "autolr (AutoLRS-paper settings)",
+            # 10 probes per stage, tau_probe = tau / 10, exploit restarts from the snapshot
+            settings={"probes": 10, "probe_fraction": 0.1, "keep_winner": False},
+        ),
+    )
+}
+
+# Tuner attributes reported after a run, when present (first name found wins per key).
+COUNTERS: dict[str, tuple[str, ...]] = {
+    "search_steps": ("search_steps", "probe_steps", "steps_searching"),
+    "exploit_steps": ("exploit_steps",),
+    "global_step": ("global_step", "step_count", "steps"),
+    "stages": ("stage_index", "stages_done", "num_stages", "stage"),
+    "rollbacks": ("rollbacks", "n_rollbacks", "num_rollbacks"),
+    "aborted_probes": ("aborted_probes", "n_aborted", "early_aborts"),
+}
+
+
+def availability() -> tuple[bool, str]:
+    """Whether ``from autolr import AutoLRS`` works; the error text when it does not."""
+    try:
+        from autolr import AutoLRS  # noqa: F401
+    except Exception as exc:  # any import-time failure means: skip, and say why
+        return False, f"{type(exc).__name__}: {exc}"
+    return True, ""
+
+
+def _split_settings(cls: type, settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    params = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(settings), []
+    accepted = {k: v for k, v in settings.items() if k in params}
+    return accepted, sorted(set(settings) - set(accepted))
+
+
+def _number(value: Any) -> float | int | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return value
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return None
+
+
+class TunerDriver:
+    """Builds ``AutoLRS`` for one run and reads its results back.
+
+    Args:
+        variant: which autolr method.
+        model: the workload's model.
+        optimizer: its optimizer, built at the workload's default LR.
+        min_lr: lower end of the search range (linear scale).
+        max_lr: upper end of the search range (linear scale).
+        total_steps: the run's budget ``T``; probe steps count inside it.
+        seed: the run seed.
+    """
+
+    def __init__(
+        self,
+        variant: AutoLRVariant,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        min_lr: float,
+        max_lr: float,
+        total_steps: int,
+        seed: int,
+    ) -> None:
+        from autolr import AutoLRS
+
+        self.variant = variant
+        self.optimizer = optimizer
+        self.settings, self.ignored = _split_settings(AutoLRS, variant.settings)
+        self.tuner = AutoLRS(
+            model,
+            optimizer,
+            min_lr=min_lr,
+            max_lr=max_lr,
+            total_steps=total_steps,
+            seed=seed,
+            **self.settings,
+        )
+        self.restores = 0
+
+    def batches(self, iterable: Any) -> Any:
+        """The tuner's common-batches wrapper when asked for and available, else as given."""
+        wrap = getattr(self.tuner, "batches", None)
+        if self.variant.common_batches and callable(wrap):
+            return wrap(iterable)
+        return iterable
+
+    def step(self, loss: float) -> None:
+        """Hand one training loss to the tuner; counts restores it reports."""
+        self.tuner.step(loss)
+        if getattr(self.tuner, "restored", False):
+            self.restores += 1
+
+    @property
+    def finished(self) -> bool:
+        return bool(getattr(self.tuner, "finished", False))
+
+    @property
+    def lr(self) -> float:
+        """The tuner's current base LR, else the first param group's."""
+        value = _number(getattr(self.tuner, "lr", None))
+        return float(value) if value is not None else float(self.optimizer.param_groups[0]["lr"])
+
+    def counters(self) -> dict[str, Any]:
+        """Step counters and settings, for the results file."""
+        out: dict[str, Any] = {}
+        for key, names in COUNTERS.items():
+            for name in names:
+                value = _number(getattr(self.tuner, name, None))
+                if value is not None:
+                    out[key] = value
+                    break
+        out["restores_seen"] = self.restores
+        out["settings"] = self.settings
+        if self.ignored:
+            out["settings_ignored"] = self.ignored
+        return out

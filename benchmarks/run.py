@@ -1,0 +1,219 @@
+"""Run the benchmark: every method on every workload, several seeds, same step budget.
+
+Usage::
+
+    python -m benchmarks.run --quick                      # small budgets, all workloads
+    python -m benchmarks.run --workloads W1,S0 --seeds 3  # full budgets
+    python -m benchmarks.run --quick --methods autolr,autolr-paper   # add to saved results
+
+Writes ``benchmarks/results/<workload>_<mode>.json`` (merged with the runs already
+there for the same budget and grid) and regenerates ``BENCHMARKS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from benchmarks import autolr_hook
+from benchmarks.methods import METHODS, RunSpec, plan_runs, run_one
+from benchmarks.report import REPORT_PATH, RESULTS_DIR, build_report, summarize
+from benchmarks.schedules import COOLDOWN_FRACTION, WARMUP_FRACTION
+from benchmarks.workloads import WORKLOADS
+
+QUICK_EVAL_POINTS = 10
+
+
+def _meta(workload: Any, mode: str, total: int, seeds: list[int], eval_points: int) -> dict:
+    ok, err = autolr_hook.availability()
+    return {
+        "workload": workload.id,
+        "title": workload.title,
+        "mode": mode,
+        "total_steps": total,
+        "seeds": seeds,
+        "optimizer": workload.optimizer,
+        "default_lr": workload.default_lr,
+        "lr_grid": workload.lr_grid(),
+        "momentum": workload.momentum,
+        "weight_decay": workload.weight_decay,
+        "eval_points": eval_points,
+        "warmup_fraction": WARMUP_FRACTION,
+        "wsd_cooldown_fraction": COOLDOWN_FRACTION,
+        "autolr_available": ok,
+        "autolr_error": err or None,
+        "autolr_variants": {
+            v.name: {"label": v.label, "settings": v.settings}
+            for v in autolr_hook.VARIANTS.values()
+        },
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "platform": f"{platform.system()} {platform.machine()}",
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def _rounded(obj: Any, digits: int = 6) -> Any:
+    """Floats to ``digits`` significant digits, recursively (smaller results files)."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}")
+    if isinstance(obj, dict):
+        return {k: _rounded(v, digits) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_rounded(v, digits) for v in obj]
+    return obj
+
+
+def _compatible(old: dict, new: dict) -> bool:
+    keys = ("total_steps", "lr_grid", "eval_points", "optimizer", "default_lr", "weight_decay")
+    return all(old.get(k) == new.get(k) for k in keys)
+
+
+def run_workload(
+    wid: str,
+    *,
+    quick: bool,
+    seeds: list[int],
+    methods: list[str],
+    results_dir: Path,
+    steps: int | None = None,
+    eval_points: int | None = None,
+) -> Path:
+    """Run the planned runs of one workload and save (merge) its results file."""
+    workload = WORKLOADS[wid]
+    total = steps or workload.steps(quick)
+    mode = f"T{total}" if steps else ("quick" if quick else "full")
+    points = min(eval_points or (QUICK_EVAL_POINTS if quick else workload.eval_points), total)
+    meta = _meta(workload, mode, total, seeds, points)
+    path = results_dir / f"{wid}_{mode}.json"
+
+    ok = meta["autolr_available"]
+    wanted = [m for m in methods if ok or m not in autolr_hook.VARIANTS]
+    if len(wanted) < len(methods):
+        tqdm.write(f"{wid}: skipping autolr methods ({meta['autolr_error']})")
+    plan = plan_runs(workload, wanted, seeds)
+
+    kept: list[dict[str, Any]] = []
+    old_wall = 0.0
+    if path.exists():
+        old = json.loads(path.read_text())
+        if _compatible(old["meta"], meta):
+            new_keys = {s.key for s in plan}
+            kept = [
+                r
+                for r in old["runs"]
+                if RunSpec(r["method"], r["seed"], r["peak_lr"]).key not in new_keys
+            ]
+            old_wall = old["meta"].get("wall_time_s", 0.0) if kept else 0.0
+            meta["seeds"] = sorted(set(seeds) | {r["seed"] for r in kept})
+
+    if workload.reference is not None:
+        meta["reference"] = workload.reference(total)
+    meta["data"] = workload.make(seeds[0]).info
+
+    runs: list[dict[str, Any]] = []
+    start = time.perf_counter()
+
+    def save() -> None:
+        meta["wall_time_s"] = old_wall + time.perf_counter() - start
+        results = {"meta": meta, "runs": kept + runs}
+        results["summary"] = summarize(results)
+        path.write_text(json.dumps(_rounded(results), separators=(",", ":")))
+
+    bar = tqdm(total=len(plan) * total, desc=f"{wid} {mode}", unit="step", smoothing=0.05)
+    for spec in plan:
+        bar.set_postfix_str(spec.key)
+        variant = autolr_hook.VARIANTS.get(spec.method)
+        t0 = bar.n
+        try:
+            result = run_one(
+                workload, spec, total, points, autolr_variant=variant, on_step=bar.update
+            )
+        except Exception as exc:  # one broken method must not lose the others' results
+            tqdm.write(f"{wid} {spec.key} failed: {type(exc).__name__}: {exc}")
+            logging.getLogger(__name__).debug(traceback.format_exc())
+            result = {
+                "method": spec.method,
+                "seed": spec.seed,
+                "peak_lr": spec.peak_lr,
+                "steps": bar.n - t0,
+                "diverged": False,
+                "final_val": None,
+                "final_test": None,
+                "train_time_s": 0.0,
+                "eval_time_s": 0.0,
+                "val_curve": [],
+                "train_curve": {"steps": [], "values": []},
+                "lr_curve": {"steps": [], "values": []},
+                "error": f"{type(exc).__name__}: {exc}",
+            }
+        bar.update(t0 + total - bar.n)  # runs that stop early still fill their share
+        runs.append(result)
+        save()
+    bar.close()
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="small budgets (smoke scale)")
+    parser.add_argument(
+        "--workloads", default=",".join(WORKLOADS), help=f"comma list of {list(WORKLOADS)}"
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {METHODS}")
+    parser.add_argument("--steps", type=int, default=None, help="override the budget T")
+    parser.add_argument("--eval-points", type=int, default=None, help="evaluations per run")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="results folder")
+    parser.add_argument("--report", type=Path, default=REPORT_PATH, help="markdown report path")
+    parser.add_argument("--no-report", action="store_true", help="do not rewrite the report")
+    args = parser.parse_args(argv)
+
+    workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad_w = sorted(set(workloads) - set(WORKLOADS))
+    bad_m = sorted(set(methods) - set(METHODS))
+    if bad_w or bad_m:
+        parser.error(f"unknown workloads {bad_w} / methods {bad_m}")
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
+    torch.set_num_threads(args.threads)
+    args.results.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.WARNING)
+
+    for wid in workloads:
+        path = run_workload(
+            wid,
+            quick=args.quick,
+            seeds=list(range(args.seeds)),
+            methods=methods,
+            results_dir=args.results,
+            steps=args.steps,
+            eval_points=args.eval_points,
+        )
+        print(f"wrote {path}")
+    if not args.no_report:
+        build_report(args.results, args.report)
+        print(f"wrote {args.report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

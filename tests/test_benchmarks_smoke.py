@@ -1,0 +1,144 @@
+"""Smoke tests of the benchmark suite: workloads build, train, evaluate; a baseline runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# the benchmark suite lives next to the package, not inside it
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import autolr_hook  # noqa: E402
+from benchmarks.methods import METHODS, RunSpec, build_optimizer, plan_runs, run_one  # noqa: E402
+from benchmarks.schedules import SCHEDULES, lr_factor  # noqa: E402
+from benchmarks.workloads import WORKLOADS  # noqa: E402
+
+
+@pytest.mark.parametrize("wid", sorted(WORKLOADS))
+def test_workload_make_step_eval(wid: str) -> None:
+    w = WORKLOADS[wid]
+    grid = w.lr_grid()
+    assert len(grid) >= 6
+    assert all(math.isclose(b / a, 2.0) for a, b in zip(grid, grid[1:]))
+    assert any(math.isclose(lr, w.default_lr) for lr in grid)
+    assert w.quick_steps * 5 <= w.full_steps
+    inst = w.make(0)
+    opt = build_optimizer(w, "cosine", inst.model.parameters(), 10)
+    before = [p.detach().clone() for p in inst.model.parameters()]
+    losses = [inst.train_step(inst.model, opt, next(inst.train_batches)) for _ in range(3)]
+    assert all(math.isfinite(x) for x in losses)
+    assert any(not torch.equal(a, p) for a, p in zip(before, inst.model.parameters()))
+    val, test = inst.eval_val(), inst.eval_test()
+    assert math.isfinite(val) and math.isfinite(test)
+    assert inst.eval_val() == val  # evaluation has no side effects
+
+
+def test_same_seed_same_batches_and_init() -> None:
+    w = WORKLOADS["W1"]
+    a, b, c = w.make(1), w.make(1), w.make(2)
+    xa, xb, xc = next(a.train_batches)[0], next(b.train_batches)[0], next(c.train_batches)[0]
+    assert torch.equal(xa, xb) and not torch.equal(xa, xc)
+    pa, pb = next(a.model.parameters()), next(b.model.parameters())
+    assert torch.equal(pa, pb)
+
+
+def test_mnist1d_is_generated_not_downloaded(monkeypatch, tmp_path) -> None:
+    import mnist1d.data
+
+    from benchmarks.workloads import mnist1d_cnn
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("MNIST-1D must be generated, not downloaded")
+
+    monkeypatch.setattr(mnist1d.data.requests, "get", no_network)
+    monkeypatch.chdir(tmp_path)
+    mnist1d_cnn.load_splits.cache_clear()
+    np.random.seed(123)
+    expected_next = np.random.rand()
+    np.random.seed(123)
+    splits = mnist1d_cnn.load_splits()
+    assert np.random.rand() == expected_next  # the caller's numpy RNG is untouched
+    assert {k: len(v[1]) for k, v in splits.items()} == {"train": 3500, "val": 500, "test": 1000}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_schedules_shapes() -> None:
+    total = 100
+    for name in SCHEDULES:
+        f = [lr_factor(name, s, total) for s in range(total)]
+        assert max(f) == pytest.approx(1.0)
+        assert all(0 < x <= 1 for x in f)
+    assert lr_factor("cosine", 0, total) < 1  # warmup
+    assert lr_factor("wsd", 79, total) == 1.0 and lr_factor("wsd", 80, total) < 1
+    assert lr_factor("cosine", 99, total) < 0.01
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        lr_factor("step", 0, total)
+
+
+def test_plan_covers_grid_and_methods() -> None:
+    w = WORKLOADS["S0"]
+    plan = plan_runs(w, ["cosine", "prodigy"], [0, 1])
+    assert len(plan) == 2 * (len(w.lr_grid()) + 1)
+    assert len({s.key for s in plan}) == len(plan)
+    with pytest.raises(ValueError, match=r"unknown methods \['sgdr'\]"):
+        plan_runs(w, ["sgdr"], [0])
+    assert set(METHODS) >= {"cosine", "linear", "wsd", "constant", "schedulefree", "prodigy"}
+
+
+def test_baseline_run_at_tiny_budget() -> None:
+    w = WORKLOADS["W1"]
+    r = run_one(w, RunSpec("cosine", 0, 0.1), total_steps=20, eval_points=4)
+    assert r["steps"] == 20 and not r["diverged"]
+    assert [p[0] for p in r["val_curve"]] == [0, 5, 10, 15, 20]
+    assert r["final_val"] == r["val_curve"][-1][1] < r["val_curve"][0][1]
+    assert math.isfinite(r["final_test"])
+    assert max(r["lr_curve"]["values"]) == pytest.approx(0.1)
+    json.dumps(r)
+
+
+@pytest.mark.parametrize("method", ["schedulefree", "prodigy", "constant"])
+def test_other_optimizers_run_on_nqm(method: str) -> None:
+    w = WORKLOADS["S0"]
+    lr = w.default_lr if method == "constant" else None
+    r = run_one(w, RunSpec(method, 0, lr), total_steps=30, eval_points=3)
+    assert r["steps"] == 30 and math.isfinite(r["final_val"])
+    if method == "constant":
+        assert r["expected_final_loss"] > 0
+
+
+def test_runner_writes_results_and_report(tmp_path: Path) -> None:
+    from benchmarks import run
+
+    report = tmp_path / "BENCH.md"
+    argv = ["--workloads", "S0", "--seeds", "2", "--steps", "40", "--methods", "constant,wsd"]
+    argv += ["--results", str(tmp_path), "--report", str(report)]
+    assert run.main(argv) == 0
+    data = json.loads((tmp_path / "S0_T40.json").read_text())
+    assert len(data["runs"]) == 2 * 2 * len(WORKLOADS["S0"].lr_grid())
+    labels = [row["label"] for row in data["summary"]]
+    assert "constant (default LR 0.1)" in labels
+    text = report.read_text()
+    assert "### S0" in text and "optimal SGD schedule" in text and "S0_T40.png" in text
+    assert (tmp_path / "S0_T40.png").stat().st_size > 0
+    # a second call with another method merges into the same file
+    assert run.main([*argv[:6], "--methods", "cosine", *argv[8:], "--no-report"]) == 0
+    data = json.loads((tmp_path / "S0_T40.json").read_text())
+    assert {r["method"] for r in data["runs"]} == {"constant", "wsd", "cosine"}
+
+
+def test_autolr_hook_filters_settings() -> None:
+    class Tuner:
+        def __init__(self, model, optimizer, min_lr, max_lr, total_steps=None, probes=5):
+            pass
+
+    accepted, ignored = autolr_hook._split_settings(Tuner, {"probes": 10, "keep_winner": False})
+    assert accepted == {"probes": 10} and ignored == ["keep_winner"]
+    ok, err = autolr_hook.availability()
+    assert isinstance(ok, bool) and (ok or err)
+    assert set(autolr_hook.VARIANTS) == {"autolr", "autolr-paper"}
