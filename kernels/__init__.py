@@ -3,3 +3,20 @@
 Installed as ``autolr.kernels``. Device-agnostic torch; every function takes a
 batch of series and works on whatever device its inputs live on.
 """
+
+from .expfit import ExpFit, evaluate, fit_exponential, fit_exponential_reference, valid_mask
+from .powerlaw import PowerLawFit, fit_power_law, fit_power_law_reference
+from .smoothing import hampel_mask, hampel_mask_reference
+
+__all__ = [
+    "ExpFit",
+    "PowerLawFit",
+    "evaluate",
+    "fit_exponential",
+    "fit_exponential_reference",
+    "fit_power_law",
+    "fit_power_law_reference",
+    "hampel_mask",
+    "hampel_mask_reference",
+    "valid_mask",
+]
