@@ -79,6 +79,7 @@ class AutoLRSConfig:
     initial_probes: int = 3
     warm_start: bool = False
     forecaster: str = "exponential"
+    loss_floor: float | None = 0.0
     seed: int = 0
     gp_device: str = "auto"
     snapshot_device: str = "cpu"
@@ -120,6 +121,14 @@ class AutoLRSConfig:
         self.ucb_beta = _check_positive_finite("ucb_beta", self.ucb_beta)
         if self.warmup_lr is not None:
             self.warmup_lr = _check_positive_finite("warmup_lr", self.warmup_lr)
+        if self.loss_floor is not None and (
+            isinstance(self.loss_floor, bool)
+            or not isinstance(self.loss_floor, (int, float))
+            or not math.isfinite(self.loss_floor)
+        ):
+            raise ConfigError(
+                f"loss_floor must be None or a finite number, got {self.loss_floor!r}"
+            )
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.acquisition not in ACQUISITIONS:

@@ -153,6 +153,10 @@ class AutoLRS:
         warm_start: share what earlier stages learned through a GP over
             ``(log lr, training progress)`` (False).
         forecaster: ``"exponential"``, ``"power_law"`` or a forecaster object.
+        loss_floor: lowest loss possible (0.0; None for losses that can be
+            negative). The exponential fit keeps its asymptote at or above it and
+            forecasts are clamped to it, so a short, steeply falling probe does
+            not extrapolate to an impossible loss.
         seed: seeds every choice the controller makes; the same seed gives the
             same LR sequence for the same losses.
         gp_device: device of the GP: ``"auto"`` (CUDA when available) or a device name.
@@ -202,6 +206,7 @@ class AutoLRS:
         initial_probes: int = 3,
         warm_start: bool = False,
         forecaster: Any = "exponential",
+        loss_floor: float | None = 0.0,
         seed: int = 0,
         gp_device: str = "auto",
         snapshot_device: str = "cpu",
@@ -246,6 +251,7 @@ class AutoLRS:
             initial_probes=initial_probes,
             warm_start=warm_start,
             forecaster=forecaster if isinstance(forecaster, str) else type(forecaster).__name__,
+            loss_floor=loss_floor,
             seed=seed,
             gp_device=gp_device,
             snapshot_device=snapshot_device,
@@ -256,7 +262,11 @@ class AutoLRS:
         self.extra_state = dict(extra_state or {})
         self.prober = prober
         self.plan = StagePlan(self.config)
-        self.forecaster = make_forecaster(forecaster)
+        self.forecaster = make_forecaster(
+            {"name": forecaster, "min_value": loss_floor}
+            if isinstance(forecaster, str)
+            else forecaster
+        )
         self.proposer = GPProposer(
             min_lr,
             max_lr,

@@ -60,5 +60,5 @@ def require(module: str, extra: str) -> object:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
         raise MissingDependencyError(
-            f"{module!r} is not installed; run: pip install \"autolr[{extra}]\""
+            f'{module!r} is not installed; run: pip install "autolr[{extra}]"'
         ) from exc

@@ -320,7 +320,8 @@ class ExponentialForecaster(_CurveForecaster):
         trim_outliers: drop outliers (two-pass Hampel filter) before the final fit.
         hampel_window: odd window length of the Hampel filter, in points (>= 3).
         hampel_k: Hampel threshold in robust standard deviations (> 0).
-        min_value: optional floor on forecast values (loss units), e.g. 0.0.
+        min_value: optional floor on the loss (loss units), e.g. 0.0: the fitted
+            asymptote ``c`` is kept at or above it and forecasts are clamped to it.
         rate_bounds: search range of the rate times the series' step span.
         n_grid: grid points of the rate search (>= 2).
         refine_rounds: local refinement rounds after the grid (>= 0).
@@ -365,6 +366,7 @@ class ExponentialForecaster(_CurveForecaster):
             refine_rounds=self.refine_rounds,
             min_points=self.min_points,
             dtype=torch.float64,
+            c_min=self.min_value,
         )
 
     def _params(self, fit: Any) -> dict[str, Tensor]:

@@ -133,6 +133,7 @@ def fit_exponential(
     refine_rounds: int = 12,
     min_points: int = MIN_POINTS,
     dtype: torch.dtype | None = None,
+    c_min: float | None = None,
 ) -> ExpFit:
     """Least-squares fit of ``a * exp(-b * (t - t0)) + c`` (``b >= 0``) to n series.
 
@@ -155,6 +156,11 @@ def fit_exponential(
         min_points: least number of valid points per series (>= 3).
         dtype: floating dtype of the returned tensors; default: ``y``'s dtype if
             floating, else the default dtype. The fit itself runs in float64.
+        c_min: optional floor on the asymptote ``c`` (loss units). Where the free
+            fit's ``c`` is below it, the series is refitted with ``c = c_min``
+            (``a * exp(-b * t)`` to ``y - c_min``, same rate search). Losses are
+            usually non-negative, so ``c_min = 0`` keeps a short, steeply falling
+            series from extrapolating below zero.
 
     Returns:
         An :class:`ExpFit` with `(n,)` tensors on ``y``'s device.
@@ -187,6 +193,28 @@ def fit_exponential(
         n_grid,
         refine_rounds,
     )
+    if c_min is not None:
+        if (
+            isinstance(c_min, bool)
+            or not isinstance(c_min, (int, float))
+            or not math.isfinite(c_min)
+        ):
+            raise ConfigError(f"c_min must be None or a finite number, got {c_min!r}")
+        low = c < c_min
+        if bool(low.any()):
+            fb, fa, fsse = _vp_fit_floor(
+                x,
+                torch.where(valid, y64 - c_min, 0.0),
+                w,
+                ones * math.log(rate_bounds[0]),
+                ones * math.log(rate_bounds[1]),
+                n_grid,
+                refine_rounds,
+            )
+            beta = torch.where(low, fb, beta)
+            amp = torch.where(low, fa, amp)
+            c = torch.where(low, torch.full_like(c, float(c_min)), c)
+            sse = torch.where(low, fsse, sse)
     b = beta / span
     t0_64 = _resolve_t0(t0, t_first, n, dev)
     a = torch.where(b > 0, amp * torch.exp(-b * (t0_64 - t_first)), torch.zeros_like(amp))
@@ -399,6 +427,40 @@ def _profile(
     r = dy - amp.unsqueeze(-1) * dg
     sse = (wb * r * r).sum(-1)
     return amp, ybar.unsqueeze(1) - amp * (gbar + 1.0), sse
+
+
+def _profile_floor(beta: Tensor, x: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """Best ``A`` and SSE of ``A * exp(-beta * x)`` (no offset) for rates `(n, k)`."""
+    g = torch.exp(-beta.unsqueeze(-1) * x.unsqueeze(1))  # (n, k, T)
+    wb = w.unsqueeze(1)
+    sgg = (wb * g * g).sum(-1)
+    amp = (wb * g * y.unsqueeze(1)).sum(-1) / sgg.clamp(min=1e-300)
+    r = y.unsqueeze(1) - amp.unsqueeze(-1) * g
+    return amp, (wb * r * r).sum(-1)
+
+
+def _vp_fit_floor(
+    x: Tensor, y: Tensor, w: Tensor, log_lo: Tensor, log_hi: Tensor, n_grid: int, refine_rounds: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Fit ``A * exp(-beta * x)`` (the asymptote fixed at 0) by the rate grid and refinement.
+
+    Same grid and refinement as :func:`_vp_fit`; ``y`` is already shifted by the floor.
+
+    Returns:
+        ``beta``, ``A``, ``sse``; `(n,)` float64 each.
+    """
+    frac = torch.arange(n_grid, dtype=torch.float64, device=y.device) / (n_grid - 1)
+    grid = log_lo.unsqueeze(1) + frac * (log_hi - log_lo).unsqueeze(1)
+    u = grid.gather(1, _profile_floor(torch.exp(grid), x, y, w)[1].argmin(dim=1, keepdim=True))
+    half = ((log_hi - log_lo) / (n_grid - 1)).unsqueeze(1)
+    offsets = _refine_offsets(y.device)
+    lo, hi = log_lo.unsqueeze(1), log_hi.unsqueeze(1)
+    for _ in range(refine_rounds):
+        cand = torch.minimum(torch.maximum(u + half * offsets, lo), hi)
+        u = cand.gather(1, _profile_floor(torch.exp(cand), x, y, w)[1].argmin(dim=1, keepdim=True))
+        half = half * (2.0 / (_REFINE_POINTS + 1))
+    amp, sse = (v.squeeze(1) for v in _profile_floor(torch.exp(u), x, y, w))
+    return torch.exp(u.squeeze(1)), amp, sse
 
 
 def _refine_offsets(device: torch.device | None = None) -> Tensor:

@@ -516,3 +516,34 @@ def test_fit_fields_are_json_friendly():
     t = torch.arange(20, dtype=F64)
     fit = fit_exponential(t, exp_series([1.0], [0.1], [0.0], t))
     json.dumps({k: v.tolist() for k, v in vars(fit).items()})
+
+
+def test_asymptote_floor_keeps_c_and_recovers_a_pure_exponential():
+    t = torch.arange(40, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(3)
+    clean = 2.0 * torch.exp(-0.05 * t)
+    y = torch.stack(
+        [
+            clean,
+            clean + 0.01 * torch.randn(40, generator=gen, dtype=torch.float64),
+            1.5 - 0.03 * t,
+            clean + 0.5,
+        ]
+    )
+    free = fit_exponential(t, y)
+    floored = fit_exponential(t, y, c_min=0.0)
+    assert bool((floored.c >= 0).all())
+    assert float(free.c[2]) < 0 and float(floored.c[2]) == 0.0
+    assert float(floored.b[0]) == pytest.approx(0.05, rel=1e-4)
+    assert float(floored.a[0]) == pytest.approx(2.0, rel=1e-4)
+    assert float(floored.b[1]) == pytest.approx(0.05, rel=0.1)
+    # Series already above the floor keep their free fit.
+    assert float(floored.c[3]) == float(free.c[3]) == pytest.approx(0.5)
+    # Constrained fits cannot beat the free fit.
+    assert bool((floored.sse >= free.sse - 1e-9).all())
+
+
+def test_asymptote_floor_rejects_bad_values():
+    t = torch.arange(10, dtype=torch.float64)
+    with pytest.raises(ConfigError, match=r"c_min must be None or a finite number, got nan"):
+        fit_exponential(t, torch.ones(1, 10, dtype=torch.float64) - 0.01 * t, c_min=float("nan"))
