@@ -95,7 +95,12 @@ def summarize(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "label": f"{sched} (tuned, grid of {len(grid)})",
                 "method": sched,
                 "kind": "tuned",
-                "compute_steps": len(grid) * total,
+                # steps actually run by the grid (diverged runs stop early), median over seeds
+                "compute_steps": int(
+                    statistics.median(
+                        sum(r["steps"] for r in mine if r["seed"] == s) for s in tuned
+                    )
+                ),
                 "per_seed": tuned,
             }
         )
@@ -205,8 +210,11 @@ def markdown_table(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             exp = [e.get("expected_final_loss") for e in ps.values()]
             cells.insert(3, _cell(exp) if any(v is not None for v in exp) else "–")
         if row["kind"] == "tuned":
+            grid = results["meta"]["lr_grid"]
             lrs = sorted({e["peak_lr"] for e in ps.values()})
-            cells[0] += " → peak LR " + ", ".join(f"{lr:.3g}" for lr in lrs)
+            cells[0] += " → peak LR " + ", ".join(
+                f"{lr:.3g}" + (" (grid edge)" if lr in (grid[0], grid[-1]) else "") for lr in lrs
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -291,6 +299,7 @@ def plot(results: dict[str, Any], rows: list[dict[str, Any]], path: Path) -> Non
         axes[0].axhline(
             ref["optimal_expected_loss"], color="k", ls=":", lw=1.5, label="optimal SGD (exact E)"
         )
+    diverged = set()
     for k, sched in enumerate(SCHEDULES):
         pts = []
         for lr in meta["lr_grid"]:
@@ -301,8 +310,13 @@ def plot(results: dict[str, Any], rows: list[dict[str, Any]], path: Path) -> Non
             ]
             if vals and math.isfinite(statistics.median(vals)):
                 pts.append((lr, statistics.median(vals)))
+            elif vals:
+                diverged.add(lr)
         if pts:
             axes[2].plot(*zip(*pts), "o-", color=sched_colors.get(sched, f"C{k}"), label=sched)
+    if diverged:
+        top = axes[2].get_ylim()[1]
+        axes[2].plot(sorted(diverged), [top] * len(diverged), "kx", ms=9, label="diverged")
     for row in rows:
         if row["kind"] in ("autolr", "lr-free"):
             st = _stats(e["val"] for e in row["per_seed"].values())
@@ -338,7 +352,8 @@ def _meta_line(meta: dict[str, Any]) -> str:
         f"{meta['optimizer']} default LR {meta['default_lr']:g}, peak-LR grid "
         f"{grid}; {meta['eval_points']} evaluations per run. "
         f"Python {meta['python']}, torch {meta['torch']}, {meta['threads']} thread(s), "
-        f"{meta['platform']}; run {meta['date']}, {meta['wall_time_s'] / 60:.1f} min in all."
+        f"{meta['platform']}; run {meta['date']} at commit {meta.get('git_commit') or '?'}, "
+        f"{meta['wall_time_s'] / 60:.1f} min in all."
     )
 
 
@@ -353,7 +368,8 @@ How to read the tables:
 - Every method trains for the same budget of T steps per run; autolr's probe steps
   count inside T. Numbers are the median over seeds, with (min–max).
 - **tuned**: for each seed, the run with the lowest final *validation* loss among a
-  grid of peak LRs spaced x2; its compute is the whole grid (grid size x T). The
+  grid of peak LRs spaced x2; its compute is the whole grid (about grid size x T;
+  diverged runs stop early and count only the steps they ran). The
   **default LR** rows are the same schedules at SGD 0.1 / AdamW 1e-3, without tuning.
 - Schedules: cosine and linear decay with 5% linear warmup; WSD with 5% warmup and
   a linear cooldown over the last 20%; constant without warmup. Schedule-free runs
@@ -369,7 +385,8 @@ How to read the tables:
   noise-free loss 0.5 * sum(h * theta^2); the "exact E[loss]" column is the
   expectation over gradient noise of a fixed SGD schedule, so its regret against
   the optimal schedule is exact.
-- "div." = the run diverged (non-finite loss or parameters).
+- "div." = the run diverged (non-finite loss or parameters). "(grid edge)" marks a
+  tuned peak LR at the end of the grid: the grid may not contain the best LR.
 """
 
 

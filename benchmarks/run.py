@@ -17,6 +17,7 @@ import datetime
 import json
 import logging
 import platform
+import subprocess
 import sys
 import time
 import traceback
@@ -33,6 +34,26 @@ from benchmarks.schedules import COOLDOWN_FRACTION, WARMUP_FRACTION
 from benchmarks.workloads import WORKLOADS
 
 QUICK_EVAL_POINTS = 10
+
+
+def _git_commit() -> str | None:
+    """Short commit of the checkout (``+dirty`` with uncommitted changes), if in git."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def _meta(workload: Any, mode: str, total: int, seeds: list[int], eval_points: int) -> dict:
@@ -62,6 +83,7 @@ def _meta(workload: Any, mode: str, total: int, seeds: list[int], eval_points: i
         "threads": torch.get_num_threads(),
         "platform": f"{platform.system()} {platform.machine()}",
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "git_commit": _git_commit(),
     }
 
 

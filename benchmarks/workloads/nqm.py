@@ -84,7 +84,8 @@ WORKLOAD = Workload(
     title=f"noisy quadratic (dim {DIM}, h_i = 1/i, C = H, batch {BATCH_SIZE}), plain SGD",
     optimizer="sgd",
     default_lr=0.1,
-    grid_exponents=(-3, -2, -1, 0, 1, 2, 3, 4),
+    # 3.2 is past the stability limit 2 / max(h) = 2: the grid brackets the best LR
+    grid_exponents=(-3, -2, -1, 0, 1, 2, 3, 4, 5),
     full_steps=5000,
     quick_steps=500,
     make=make,
