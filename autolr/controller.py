@@ -301,6 +301,7 @@ class AutoLRS:
         self._anneal: dict[str, float] = {}
         self._batch_cache: tuple[int, list[Any]] = (-1, [])
         self._warned_done = False
+        self._val_at_end: float | None = None
         self._trace = trace
         self.trace_lr: array[float] = array("d")
         self.trace_loss: array[float] = array("d")
@@ -444,8 +445,8 @@ class AutoLRS:
         ref = statistics.median(self._recent) if self._recent else None
         # The objective at the snapshot (t = 0 of every probe), before the capture so
         # that whatever RNG the validation draws is the same for every probe.
-        val0 = None
-        if self.val_fn is not None and spec.probes > 0:
+        val0, self._val_at_end = self._val_at_end, None
+        if self.val_fn is not None and spec.probes > 0 and val0 is None:
             val0 = finite_or_none(float(self.val_fn()))
         self.stage = StageState(
             spec=spec,
@@ -812,7 +813,13 @@ class AutoLRS:
         assert self.stage is not None
         stage = self.stage
         finite = [v for v in stage.exploit_losses[-self._guard_window() :] if v is not None]
-        actual = statistics.median(finite) if finite else None
+        actual_train = statistics.median(finite) if finite else None
+        actual = actual_train
+        if self.val_fn is not None:
+            # The objective reached, on the forecast's scale; it is also the next
+            # stage's value at its snapshot, taken at this same state.
+            actual = finite_or_none(float(self.val_fn()))
+            self._val_at_end = actual
         self.log.write(
             "exploit_end",
             self.global_step,
@@ -820,6 +827,7 @@ class AutoLRS:
             lr=stage.chosen_lr,
             forecast=stage.chosen_forecast,
             actual=actual,
+            actual_train=actual_train,
             steps=len(stage.exploit_losses),
             losses=stage.exploit_losses,
         )

@@ -18,8 +18,10 @@ Schema (version 1). Every record has ``type``, ``schema_version`` and ``step``
   diverged of each probe), ``from_probe`` (the winner's end state was kept),
   ``reason`` (``best_forecast``, ``rollback`` or ``fallback``).
 - ``rollback``: ``stage``, ``lr``, ``reason``, ``losses`` (exploit losses until the guard fired).
-- ``exploit_end``: ``stage``, ``lr``, ``forecast``, ``actual`` (median of the
-  last exploit losses), ``steps``, ``losses`` (every exploit step's loss).
+- ``exploit_end``: ``stage``, ``lr``, ``forecast``, ``actual`` (the objective
+  reached: the validation loss with a validation objective, else the median of
+  the last exploit losses), ``actual_train`` (median of the last exploit
+  training losses), ``steps``, ``losses`` (every exploit step's loss).
 - ``phase``: ``phase`` (``warmup``, ``anneal``, ``done``), ``lr``.
 - ``run_end``: ``search_steps``, ``exploit_steps``, ``total``.
 
