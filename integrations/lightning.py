@@ -98,6 +98,7 @@ class AutoLRSCallback(Callback):
             ``tau_probe``, ``probes``, ``warmup_steps``, ``seed``, ``log_path``,
             ``extra_state``, ...), except ``prober``. A mixed-precision grad
             scaler of the trainer is snapshotted with the model automatically.
+            Under DDP only global rank 0 writes the ``log_path`` run log.
 
     Attributes:
         tuner: the :class:`autolr.AutoLRS` controller once training started, else None.
@@ -205,6 +206,8 @@ class AutoLRSCallback(Callback):
                 if trainer.global_step:
                     source += f" less the {trainer.global_step} steps already taken"
         options = dict(self.options)
+        if not trainer.is_global_zero:
+            options["log_path"] = None  # one run log, written by global rank 0
         extra = dict(options.pop("extra_state", None) or {})
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         if scaler is not None and hasattr(scaler, "state_dict"):

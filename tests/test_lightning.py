@@ -368,13 +368,17 @@ def test_ddp_ranks_take_the_same_decisions(tmp_path):
     for key in ("trace_lr", "trace_loss", "trace_phase", "used_lrs", "decisions", "params"):
         assert r0[key] == r1[key], key
     assert r0["used_lrs"] == r0["trace_lr"]
+    # One run log, written by rank 0 only.
+    records = read_run_log(tmp_path / "run.jsonl")
+    assert [r["type"] for r in records].count("run_start") == 1
+    assert without_time([r for r in records if r["type"] == "decision"]) == r0["decisions"]
     assert PHASE_CODES[Phase.PROBE] in r0["trace_phase"]
     mean = [(a + b) / 2 for a, b in zip(r0["local_losses"], r1["local_losses"])]
     assert r0["trace_loss"] == pytest.approx(mean, rel=1e-5)
 
 
 def _ddp_worker(out: Path) -> None:
-    options = dict(OPTIONS, tau=10, probes=3)
+    options = dict(OPTIONS, tau=10, probes=3, log_path=out / "run.jsonl")
     cb = AutoLRSCallback(1e-3, 1.0, **options)
     module = TinyModule()
     trainer = pl.Trainer(
