@@ -365,7 +365,7 @@ class AutoLRSCallback(Callback):
 def _budget_message(exc: ConfigError, source: str) -> str:
     return (
         f"AutoLRSCallback: {exc} (total_steps taken from {source}; train longer, or pass "
-        "smaller tau, tau_probe or probes)"
+        "fewer probes or a smaller min_probe_steps)"
     )
 
 
