@@ -80,6 +80,7 @@ class AutoLRSConfig:
     warm_start: bool = False
     forecaster: str = "exponential"
     loss_floor: float | None = 0.0
+    forecast_pessimism: float = 0.0
     seed: int = 0
     gp_device: str = "auto"
     snapshot_device: str = "cpu"
@@ -129,6 +130,9 @@ class AutoLRSConfig:
             raise ConfigError(
                 f"loss_floor must be None or a finite number, got {self.loss_floor!r}"
             )
+        self.forecast_pessimism = _check_fraction(
+            "forecast_pessimism", self.forecast_pessimism, 0.0, 10.0
+        )
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.acquisition not in ACQUISITIONS:

@@ -157,6 +157,10 @@ class AutoLRS:
             negative). The exponential fit keeps its asymptote at or above it and
             forecasts are clamped to it, so a short, steeply falling probe does
             not extrapolate to an impossible loss.
+        forecast_pessimism: forecast the highest value among the curve rates
+            the probe's data cannot rule out (profile likelihood, in ``z``
+            units; 0: the point forecast). Counters the short-horizon bias of
+            extrapolating a still-straight loss curve (exponential forecaster).
         seed: seeds every choice the controller makes; the same seed gives the
             same LR sequence for the same losses.
         gp_device: device of the GP: ``"auto"`` (CUDA when available) or a device name.
@@ -207,6 +211,7 @@ class AutoLRS:
         warm_start: bool = False,
         forecaster: Any = "exponential",
         loss_floor: float | None = 0.0,
+        forecast_pessimism: float = 0.0,
         seed: int = 0,
         gp_device: str = "auto",
         snapshot_device: str = "cpu",
@@ -252,6 +257,7 @@ class AutoLRS:
             warm_start=warm_start,
             forecaster=forecaster if isinstance(forecaster, str) else type(forecaster).__name__,
             loss_floor=loss_floor,
+            forecast_pessimism=forecast_pessimism,
             seed=seed,
             gp_device=gp_device,
             snapshot_device=snapshot_device,
@@ -262,11 +268,13 @@ class AutoLRS:
         self.extra_state = dict(extra_state or {})
         self.prober = prober
         self.plan = StagePlan(self.config)
-        self.forecaster = make_forecaster(
-            {"name": forecaster, "min_value": loss_floor}
-            if isinstance(forecaster, str)
-            else forecaster
-        )
+        if isinstance(forecaster, str):
+            spec: dict[str, Any] = {"name": forecaster, "min_value": loss_floor}
+            if self.config.forecast_pessimism > 0:
+                spec["pessimism"] = self.config.forecast_pessimism
+            self.forecaster = make_forecaster(spec)
+        else:
+            self.forecaster = make_forecaster(forecaster)
         self.proposer = GPProposer(
             min_lr,
             max_lr,

@@ -42,7 +42,13 @@ import torch
 from torch import Tensor
 
 from autolr.errors import ConfigError, InputError
-from autolr.kernels.expfit import DEFAULT_RATE_BOUNDS, MIN_POINTS, fit_exponential, valid_mask
+from autolr.kernels.expfit import (
+    DEFAULT_RATE_BOUNDS,
+    MIN_POINTS,
+    exponential_profile,
+    fit_exponential,
+    valid_mask,
+)
 from autolr.kernels.powerlaw import DEFAULT_EXPONENT_BOUNDS, fit_power_law
 from autolr.kernels.smoothing import hampel_mask
 
@@ -201,6 +207,10 @@ class _CurveForecaster:
     def _options(self) -> dict[str, Any]:
         return {}
 
+    def _upper(self, t: Tensor, y: Tensor, steps: Tensor, used: Tensor, fit: Any) -> Tensor | None:
+        """A pessimistic forecast `(n,)` to use when it is above the point forecast, or None."""
+        return None
+
     # -- protocol ---------------------------------------------------------------------------
 
     def forecast(
@@ -239,6 +249,9 @@ class _CurveForecaster:
             )
         fit = self._fit(t, losses, used)
         values = fit.evaluate(steps)
+        upper = self._upper(t, losses, steps, used, fit)
+        if upper is not None:
+            values = torch.maximum(values, upper)
         if self.min_value is not None:
             values = values.clamp(min=self.min_value)
         out_dtype = losses.dtype if losses.is_floating_point() else torch.float64
@@ -326,6 +339,11 @@ class ExponentialForecaster(_CurveForecaster):
         n_grid: grid points of the rate search (>= 2).
         refine_rounds: local refinement rounds after the grid (>= 0).
         min_points: least valid points per series (>= 3); fewer is a ``FitError``.
+        pessimism: forecast the highest value among the rates the data cannot
+            rule out, ``z`` in profile-likelihood units (0: the point forecast).
+            A probe still falling in a straight line fits rates from slow to
+            fast almost equally well; its point forecast is then an arbitrary
+            extrapolation, and pessimism keeps it from winning on that alone.
 
     Raises:
         ConfigError: an argument out of range (the message names it and its value).
@@ -343,6 +361,7 @@ class ExponentialForecaster(_CurveForecaster):
         n_grid: int = 48,
         refine_rounds: int = 12,
         min_points: int = MIN_POINTS,
+        pessimism: float = 0.0,
     ) -> None:
         super().__init__(
             trim_outliers=trim_outliers,
@@ -354,6 +373,37 @@ class ExponentialForecaster(_CurveForecaster):
             min_points=min_points,
         )
         self.rate_bounds = _check_bounds("rate_bounds", rate_bounds)
+        if (
+            isinstance(pessimism, bool)
+            or not isinstance(pessimism, (int, float))
+            or not 0 <= pessimism < math.inf
+        ):
+            raise ConfigError(f"pessimism must be a finite number >= 0, got {pessimism!r}")
+        self.pessimism = float(pessimism)
+
+    def _upper(self, t: Tensor, y: Tensor, steps: Tensor, used: Tensor, fit: Any) -> Tensor | None:
+        """Highest forecast among the rates the data cannot rule out.
+
+        A rate is plausible when its profile likelihood is within ``pessimism**2``
+        of the best (Gaussian noise: ``n * log(SSE_rate / SSE_best) <= z**2``; z = 1
+        is about a 68% interval, 2 about 95%).
+        """
+        if self.pessimism <= 0:
+            return None
+        sse, forecasts = exponential_profile(
+            t,
+            y,
+            steps,
+            used,
+            rate_bounds=self.rate_bounds,
+            n_grid=self.n_grid,
+            c_min=self.min_value,
+        )
+        n = used.sum(dim=1, keepdim=True).to(torch.float64)
+        best = torch.minimum(sse.min(dim=1, keepdim=True).values, fit.sse.to(sse).unsqueeze(1))
+        eps = 1e-12 * (1.0 + forecasts.abs().amax(dim=1, keepdim=True)) ** 2 * n
+        plausible = n * torch.log((sse + eps) / (best + eps)) <= self.pessimism**2
+        return torch.where(plausible, forecasts, -math.inf).amax(dim=1)
 
     def _fit(self, t: Tensor, y: Tensor, mask: Tensor) -> Any:
         return fit_exponential(
@@ -373,7 +423,7 @@ class ExponentialForecaster(_CurveForecaster):
         return {"a": fit.a, "b": fit.b, "c": fit.c, "t0": fit.t0}
 
     def _options(self) -> dict[str, Any]:
-        return {"rate_bounds": list(self.rate_bounds)}
+        return {"rate_bounds": list(self.rate_bounds), "pessimism": self.pessimism}
 
 
 class PowerLawForecaster(_CurveForecaster):

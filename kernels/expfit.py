@@ -41,6 +41,7 @@ from torch import Tensor
 from autolr.errors import ConfigError, FitError, InputError
 
 __all__ = [
+    "exponential_profile",
     "ExpFit",
     "evaluate",
     "fit_exponential",
@@ -228,6 +229,59 @@ def fit_exponential(
     )
     _check_finite(fit.a, "a", "pass t0='first' or a t0 inside the data")
     return fit
+
+
+def exponential_profile(
+    t: Tensor,
+    y: Tensor,
+    horizon: Tensor,
+    mask: Tensor | None = None,
+    *,
+    rate_bounds: tuple[float, float] = DEFAULT_RATE_BOUNDS,
+    n_grid: int = 48,
+    c_min: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """SSE and forecast of the best ``a * exp(-b * t) + c`` at each rate of the grid.
+
+    The profile over the rate shows how well the data pin the forecast down:
+    for a series that still falls in a straight line, fits with very different
+    rates (and so very different forecasts) have nearly the same SSE.
+
+    Args:
+        t: `(T,)` or `(n, T)` steps.
+        y: `(n, T)` losses (NaN/inf entries unused).
+        horizon: `(n,)` step at which to forecast, same units as ``t``.
+        mask: optional `(n, T)` bool of points to use.
+        rate_bounds, n_grid: the log grid of scaled rates, as in :func:`fit_exponential`.
+        c_min: optional floor on the asymptote (as in :func:`fit_exponential`).
+
+    Returns:
+        ``(sse, forecast)``, each `(n, n_grid + 1)` float64; the last column is the
+        constant fit (``b = 0``).
+    """
+    _check_options(rate_bounds, n_grid, 0, MIN_POINTS)
+    t64, y64, valid, _ = _prepare(t, y, mask, None)
+    _check_counts(valid, 2, "a*exp(-b*t) + c")
+    n, dev = y64.shape[0], y64.device
+    x, t_first, span = _rescale(t64, valid)
+    w = valid.to(torch.float64)
+    yv = torch.where(valid, y64, 0.0)
+    wsum = w.sum(dim=1)
+    ybar = (w * yv).sum(dim=1) / wsum
+    frac = torch.arange(n_grid, dtype=torch.float64, device=dev) / (n_grid - 1)
+    lo, hi = math.log(rate_bounds[0]), math.log(rate_bounds[1])
+    beta = torch.exp(lo + frac * (hi - lo)).expand(n, n_grid)
+    amp, c, sse = _profile(beta, x, yv, w, wsum, ybar)
+    if c_min is not None:
+        famp, fsse = _profile_floor(beta, x, torch.where(valid, y64 - c_min, 0.0), w)
+        low = c < c_min
+        amp = torch.where(low, famp, amp)
+        sse = torch.where(low, fsse, sse)
+        c = torch.where(low, torch.full_like(c, float(c_min)), c)
+    xh = ((horizon.to(dev, torch.float64) - t_first) / span).unsqueeze(1)
+    forecast = c + amp * torch.exp(-beta * xh)
+    sse0 = (w * (yv - ybar.unsqueeze(1)) ** 2).sum(dim=1, keepdim=True)
+    return torch.cat([sse, sse0], dim=1), torch.cat([forecast, ybar.unsqueeze(1)], dim=1)
 
 
 def valid_mask(y: Tensor, mask: Tensor | None = None, t: Tensor | None = None) -> Tensor:

@@ -290,3 +290,31 @@ def test_forecast_is_always_finite(values, horizon, name):
     assert bool(torch.isfinite(out.values).all())
     assert bool((out.params["b"] >= 0).all())
     assert int(out.n_used[0]) >= 4
+
+
+def test_pessimism_raises_unidentified_extrapolations_only():
+    t = torch.arange(26, dtype=F64)
+    gen = torch.Generator().manual_seed(0)
+    falling = 0.285 - 0.002 * t  # still straight: the rate is barely pinned down
+    settled = 0.177 + 0.11 * torch.exp(-0.3 * t)  # curvature seen: well pinned down
+    y = torch.stack([falling, settled]) + 0.01 * torch.randn(2, 26, generator=gen, dtype=F64)
+    point = ExponentialForecaster(min_value=0.0).forecast(t, y, 256.0).values
+    careful = ExponentialForecaster(min_value=0.0, pessimism=2.0).forecast(t, y, 256.0).values
+    assert bool((careful >= point).all())
+    assert float(careful[0] - point[0]) > 0.1  # the straight line no longer wins on paper
+    assert float(careful[0] - point[0]) > 10 * abs(float(careful[1] - point[1]))
+    with pytest.raises(ConfigError, match=r"pessimism must be a finite number >= 0, got -1"):
+        ExponentialForecaster(pessimism=-1)
+
+
+def test_exponential_profile_matches_the_fit_at_its_minimum():
+    from autolr.kernels import exponential_profile, fit_exponential
+
+    t = torch.arange(30, dtype=F64)
+    y = (2.0 * torch.exp(-0.1 * t) + 0.3).unsqueeze(0)
+    sse, fc = exponential_profile(t, y, torch.tensor([300.0], dtype=F64), n_grid=200)
+    fit = fit_exponential(t, y)
+    best = int(sse.argmin())
+    assert float(sse[0, best]) == pytest.approx(float(fit.sse[0]), abs=1e-3)
+    assert float(fc[0, best]) == pytest.approx(0.3, abs=0.02)
+    assert float(fc[0, -1]) == pytest.approx(float(y.mean()))
