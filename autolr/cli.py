@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 # Modules that add commands; optional ones are skipped when their module is absent.
-COMMAND_MODULES = ["autolr.cli"]
+COMMAND_MODULES = ["autolr.cli", "autolr.offline_cli"]
 
 
 def _fmt(value: Any, spec: str = ".4g") -> str:

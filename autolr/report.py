@@ -1,0 +1,578 @@
+"""Show what happened in a run: a PNG and a self-contained HTML page from its run log.
+
+What is drawn, each from a function that returns the arrays (tested on their own):
+
+- :func:`step_series`: LR and loss over all steps, probes included, with each
+  step's phase (warmup, probe, exploit, rolled back, anneal). Losses come from
+  the log; the LR of warmup and anneal steps (not logged) from a replay of the
+  log through the controller.
+- :func:`probe_curves`: each stage's probe series and the forecaster's fitted
+  curve out to ``tau`` (the run's own forecaster, rebuilt from the log).
+- :func:`gp_posterior`: the GP over log(lr) each stage decided with, refit from
+  the logged probes with :class:`autolr.proposer.GPProposer`.
+- :func:`forecast_vs_actual`: each stage's forecast for its chosen LR and the
+  loss its exploit actually reached.
+
+matplotlib is needed (``pip install "autolr[plot]"``); the HTML page embeds its
+images as base64 and loads nothing else.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from autolr.errors import AutoLRError, FitError, require
+from autolr.proposer import GPProposer
+from autolr.replay import LoggedRun, ReplayResult, build_forecaster, load_run, replay_run
+
+__all__ = [
+    "ReportFiles",
+    "forecast_vs_actual",
+    "gp_posterior",
+    "probe_curves",
+    "render_figures",
+    "step_series",
+    "write_report",
+]
+
+logger = logging.getLogger(__name__)
+
+PHASES = ("warmup", "probe", "exploit", "rolled_back", "anneal")
+_COLORS = {
+    "warmup": "#bbbbbb",
+    "probe": "#f4a259",
+    "exploit": "#5b8def",
+    "rolled_back": "#e05d5d",
+    "anneal": "#8bc34a",
+}
+
+
+def _as_run(run: LoggedRun | str | Path) -> LoggedRun:
+    return run if isinstance(run, LoggedRun) else load_run(run)
+
+
+def _try_replay(run: LoggedRun) -> ReplayResult | None:
+    try:
+        return replay_run(run)
+    except AutoLRError as exc:
+        logger.warning("replay failed (%s): warmup and anneal LRs are left out", exc)
+        return None
+
+
+def step_series(
+    run: LoggedRun | str | Path, replay: ReplayResult | None | bool = True
+) -> dict[str, np.ndarray]:
+    """Every step's LR, loss and phase.
+
+    Args:
+        run: the logged run or its path.
+        replay: a :class:`ReplayResult` of it, True to replay now, or False/None
+            to use the records alone (warmup and anneal LRs are then NaN).
+
+    Returns:
+        ``step``: `(n,)` int64 global steps ``0..n-1`` (probe steps count);
+        ``lr``: `(n,)` float64 LR applied at the step (linear scale; NaN: unknown);
+        ``loss``: `(n,)` float64 loss of the step (NaN: not logged or non-finite);
+        ``phase``: `(n,)` str, one of :data:`PHASES` or ``""`` (unknown).
+    """
+    run = _as_run(run)
+    if replay is True:
+        replay = _try_replay(run)
+    n = int(run.run_end["total"]) if run.run_end is not None else run.last_step
+    lr = np.full(n, np.nan)
+    loss = np.full(n, np.nan)
+    phase = np.full(n, "", dtype=object)
+    if isinstance(replay, ReplayResult) and replay.matches:
+        for step, applied, ph, _ in replay.steps:
+            if 0 <= step < n:
+                lr[step], phase[step] = applied, ph
+    for rec in run.records:
+        kind = rec["type"]
+        if kind == "probe":
+            _put(lr, loss, phase, rec["step"], rec["train_losses"], rec["lr"], "probe")
+        elif kind == "rollback":
+            _put(lr, loss, phase, rec["step"], rec["losses"], rec["lr"], "rolled_back")
+        elif kind == "exploit_end":
+            _put(lr, loss, phase, rec["step"], rec["losses"], rec["lr"], "exploit")
+    first = run.stages[0] if run.stages else None
+    warm = int(run.config.get("warmup_steps") or 0)
+    if first is not None and warm:
+        phase[:warm] = "warmup"
+        recent = first.recent or []
+        if recent and len(recent) <= warm:
+            loss[warm - len(recent) : warm] = recent
+    for rec in run.of_type("phase"):
+        if rec["phase"] == "anneal":
+            phase[rec["step"] :] = "anneal"
+    return {"step": np.arange(n, dtype=np.int64), "lr": lr, "loss": loss, "phase": phase}
+
+
+def _put(
+    lr: np.ndarray,
+    loss: np.ndarray,
+    phase: np.ndarray,
+    end: int,
+    values: list[float | None],
+    rate: float | None,
+    name: str,
+) -> None:
+    start = end - len(values)
+    for k, v in enumerate(values):
+        i = start + k
+        if 0 <= i < len(loss):
+            loss[i] = np.nan if v is None else v
+            phase[i] = name
+            if rate is not None and (name != "exploit" or math.isnan(lr[i])):
+                lr[i] = rate
+
+
+def probe_curves(run: LoggedRun | str | Path, stage: int, points: int = 64) -> list[dict[str, Any]]:
+    """Each probe of a stage with its fitted forecast curve.
+
+    Args:
+        run: the logged run or its path.
+        stage: stage number.
+        points: points of each curve, from ``t = 0`` to ``t = tau``.
+
+    Returns:
+        One dict per probe: ``lr`` (float), ``t`` and ``losses`` (`(m,)` float64,
+        the objective series; NaN where non-finite), ``diverged`` (bool),
+        ``reason`` (str), ``forecast`` (float or None: the logged forecast at
+        ``tau``), ``curve_t`` and ``curve`` (`(points,)` float64, the curve the
+        run's forecaster fits, refit from the series; None for diverged probes or
+        when the forecaster cannot be rebuilt), ``tau`` (int).
+    """
+    run = _as_run(run)
+    st = run.stage(stage)
+    if st is None:
+        raise AutoLRError(f"{run.path}: no stage {stage} in the log")
+    try:
+        fc = build_forecaster(run)
+    except AutoLRError as exc:
+        logger.warning("cannot rebuild the run's forecaster (%s): no curves drawn", exc)
+        fc = None
+    grid = torch.linspace(0.0, float(st.tau), points, dtype=torch.float64)
+    out = []
+    for p in st.probes:
+        t = np.asarray(p["t"], dtype=np.float64)
+        y = np.asarray([np.nan if v is None else v for v in p["losses"]], dtype=np.float64)
+        curve = None
+        if fc is not None and not p["diverged"] and np.isfinite(y).sum() >= 3:
+            tt = torch.as_tensor(t)
+            yy = torch.as_tensor(y).unsqueeze(0).expand(points, -1)
+            try:
+                # The same series forecast at every grid point: the fitted curve, by the
+                # forecaster's own code.
+                curve = fc.forecast(tt, yy, grid).values.double().numpy().copy()
+            except FitError:
+                curve = None
+        out.append(
+            {
+                "lr": float(p["lr"]),
+                "t": t,
+                "losses": y,
+                "diverged": bool(p["diverged"]),
+                "reason": str(p.get("reason") or ""),
+                "forecast": p["forecast"],
+                "curve_t": grid.numpy().copy() if curve is not None else None,
+                "curve": curve,
+                "tau": st.tau,
+            }
+        )
+    return out
+
+
+def gp_posterior(
+    run: LoggedRun | str | Path, stage: int, points: int = 128
+) -> dict[str, Any] | None:
+    """The GP over log(lr) that the stage's decision saw, refit from the logged probes.
+
+    The proposer is rebuilt with the run's settings; with ``warm_start`` it also
+    sees the earlier stages' probes (and their rollbacks), as in the run.
+
+    Returns:
+        None when the stage has no finite forecast to fit. Else ``lrs`` (`(points,)`
+        float64, log-spaced over ``[min_lr, max_lr]``), ``mean`` and ``std``
+        (`(points,)` float64, forecast-loss units), ``obs_lr`` and ``obs_value``
+        (`(k,)` the probes with a forecast), ``diverged_lr`` (`(j,)` the others),
+        ``chosen_lr`` (float or None: the stage's first decision).
+    """
+    run = _as_run(run)
+    st = run.stage(stage)
+    if st is None:
+        raise AutoLRError(f"{run.path}: no stage {stage} in the log")
+    cfg = run.config
+    total = cfg.get("total_steps")
+    prop = GPProposer(
+        float(cfg["min_lr"]),
+        float(cfg["max_lr"]),
+        acquisition=str(cfg.get("acquisition", "ei")),
+        beta=float(cfg.get("ucb_beta", 2.0)),
+        initial=int(cfg.get("initial_probes", 3)),
+        warm_start=bool(cfg.get("warm_start", False)),
+        seed=int(cfg.get("seed", 0)),
+        device="cpu",
+    )
+    for earlier in run.stages[: stage + 1]:
+        if not prop.warm_start and earlier.index != stage:
+            continue
+        progress = earlier.start["step"] / total if total else 0.0
+        prop.reset(earlier.index, progress)
+        for p in earlier.probes:
+            prop.observe(float(p["lr"]), None if p["diverged"] else p["forecast"])
+        if earlier.index != stage:
+            for rb in earlier.rollbacks:
+                prop.mark_diverged(float(rb["lr"]))
+    finite = [p for p in st.probes if not p["diverged"] and p["forecast"] is not None]
+    if not finite:
+        return None
+    lrs = torch.logspace(
+        math.log10(float(cfg["min_lr"])), math.log10(float(cfg["max_lr"])), points
+    ).double()
+    try:
+        mean, std = prop.posterior(lrs)
+    except (FitError, RuntimeError, ValueError) as exc:
+        logger.warning("stage %d: GP refit failed (%s)", stage, exc)
+        return None
+    dec = st.first_decision()
+    return {
+        "lrs": lrs.numpy().copy(),
+        "mean": mean.double().numpy().copy(),
+        "std": std.double().numpy().copy(),
+        "obs_lr": np.asarray([p["lr"] for p in finite], dtype=np.float64),
+        "obs_value": np.asarray([p["forecast"] for p in finite], dtype=np.float64),
+        "diverged_lr": np.asarray(
+            [p["lr"] for p in st.probes if p not in finite], dtype=np.float64
+        ),
+        "chosen_lr": None if dec is None else dec["lr"],
+    }
+
+
+def forecast_vs_actual(run: LoggedRun | str | Path) -> dict[str, np.ndarray]:
+    """Each finished stage: its chosen LR, the forecast for it, and the loss reached.
+
+    Returns:
+        ``stage`` (`(s,)` int64), ``lr``, ``forecast`` and ``actual`` (`(s,)`
+        float64; NaN where the log has none). ``actual`` is the median of the
+        last exploit losses, as the controller logs it.
+    """
+    run = _as_run(run)
+    ends = run.of_type("exploit_end")
+
+    def num(v: Any) -> float:
+        return float("nan") if v is None else float(v)
+
+    return {
+        "stage": np.asarray([r["stage"] for r in ends], dtype=np.int64),
+        "lr": np.asarray([num(r["lr"]) for r in ends], dtype=np.float64),
+        "forecast": np.asarray([num(r["forecast"]) for r in ends], dtype=np.float64),
+        "actual": np.asarray([num(r.get("actual")) for r in ends], dtype=np.float64),
+    }
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def _figure(width: float, height: float) -> Any:
+    require("matplotlib", "plot")
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _spans(phase: np.ndarray) -> list[tuple[int, int, str]]:
+    out = []
+    start = 0
+    for i in range(1, len(phase) + 1):
+        if i == len(phase) or phase[i] != phase[start]:
+            if phase[start]:
+                out.append((start, i, str(phase[start])))
+            start = i
+    return out
+
+
+def _draw_overview(axes: Any, series: dict[str, np.ndarray], fva: dict[str, np.ndarray]) -> None:
+    ax_lr, ax_loss, ax_fva = axes
+    steps = series["step"]
+    for a, b, ph in _spans(series["phase"]):
+        for ax in (ax_lr, ax_loss):
+            ax.axvspan(a, b, color=_COLORS.get(ph, "#dddddd"), alpha=0.18, lw=0)
+    ax_lr.plot(steps, series["lr"], color="black", lw=1)
+    if np.isfinite(series["lr"]).any() and np.nanmin(series["lr"]) > 0:
+        ax_lr.set_yscale("log")
+    ax_lr.set_ylabel("LR")
+    ax_lr.set_title("LR per step (shaded: phase)")
+    for ph in PHASES:
+        mask = series["phase"] == ph
+        if mask.any():
+            ax_loss.plot(
+                steps[mask],
+                series["loss"][mask],
+                ".",
+                ms=2,
+                color=_COLORS[ph],
+                label=ph.replace("_", " "),
+            )
+    ax_loss.set_ylabel("loss")
+    ax_loss.set_xlabel("step (probe steps count)")
+    ax_loss.set_title("loss per step (warmup and anneal losses are not logged)")
+    ax_loss.legend(loc="upper right", fontsize=7, markerscale=4)
+    ok = np.isfinite(fva["forecast"]) & np.isfinite(fva["actual"])
+    if ok.any():
+        f, a = fva["forecast"][ok], fva["actual"][ok]
+        ax_fva.scatter(f, a, color="#5b8def")
+        for s, x, y in zip(fva["stage"][ok], f, a):
+            ax_fva.annotate(
+                f"stage {s}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
+        lo, hi = min(f.min(), a.min()), max(f.max(), a.max())
+        ax_fva.plot([lo, hi], [lo, hi], "--", color="grey", lw=1)
+    else:
+        ax_fva.text(0.5, 0.5, "no finished stage", ha="center", transform=ax_fva.transAxes)
+    ax_fva.margins(0.15)
+    ax_fva.set_xlabel("forecast at tau")
+    ax_fva.set_ylabel("loss reached")
+    ax_fva.set_title("forecast vs actual, chosen LR")
+
+
+def _draw_stage(
+    ax_curves: Any, ax_gp: Any, stage: int, curves: list[dict[str, Any]], gp: dict[str, Any] | None
+) -> None:
+    import matplotlib as mpl
+
+    cmap = mpl.colormaps["viridis"]
+    lrs = [c["lr"] for c in curves] or [1.0]
+    lo, hi = math.log(min(lrs)), math.log(max(lrs))
+    for c in curves:
+        x = 0.5 if hi == lo else (math.log(c["lr"]) - lo) / (hi - lo)
+        color = cmap(0.1 + 0.8 * x)
+        label = f"lr={c['lr']:.3g}" + (" (diverged)" if c["diverged"] else "")
+        ax_curves.plot(c["t"], c["losses"], ".", ms=3, color=color, label=label)
+        if c["curve"] is not None:
+            ax_curves.plot(c["curve_t"], c["curve"], "-", lw=1, color=color)
+        if c["forecast"] is not None:
+            ax_curves.plot([c["tau"]], [c["forecast"]], "x", color=color)
+    if curves:
+        ax_curves.axvline(curves[0]["tau"], color="grey", lw=0.8, ls=":")
+    ax_curves.set_title(f"stage {stage}: probes and their forecasts (x: forecast at tau)")
+    ax_curves.set_xlabel("probe step")
+    ax_curves.set_ylabel("objective")
+    ax_curves.legend(fontsize=6, loc="upper right")
+    if gp is None:
+        ax_gp.text(0.5, 0.5, "no GP: no finite forecast", ha="center", transform=ax_gp.transAxes)
+    else:
+        ax_gp.plot(gp["lrs"], gp["mean"], color="#5b8def", label="GP mean")
+        ax_gp.fill_between(
+            gp["lrs"],
+            gp["mean"] - 2 * gp["std"],
+            gp["mean"] + 2 * gp["std"],
+            color="#5b8def",
+            alpha=0.2,
+            label="+-2 sd",
+        )
+        ax_gp.plot(gp["obs_lr"], gp["obs_value"], "o", color="black", ms=4, label="forecasts")
+        for x in gp["diverged_lr"]:
+            ax_gp.axvline(x, color="#e05d5d", lw=0.8, ls="--")
+        if gp["chosen_lr"] is not None:
+            ax_gp.axvline(gp["chosen_lr"], color="#2e7d32", lw=1.2, label="chosen")
+        ax_gp.set_xscale("log")
+        ax_gp.legend(fontsize=6, loc="upper right")
+    ax_gp.set_title(f"stage {stage}: GP posterior over log(lr) (red dashes: diverged)")
+    ax_gp.set_xlabel("LR")
+    ax_gp.set_ylabel("forecast loss")
+
+
+def render_figures(
+    run: LoggedRun | str | Path, replay: ReplayResult | None | bool = True
+) -> dict[str, bytes]:
+    """PNG bytes: ``"overview"``, ``"stage <i>"`` per stage with probes, ``"all"`` (stacked)."""
+    run = _as_run(run)
+    series = step_series(run, replay)
+    fva = forecast_vs_actual(run)
+    out: dict[str, bytes] = {}
+    fig = _figure(11, 7)
+    grid = fig.add_gridspec(2, 3, left=0.07, right=0.98, top=0.95, bottom=0.08, hspace=0.35)
+    axes = (
+        fig.add_subplot(grid[0, :2]),
+        fig.add_subplot(grid[1, :2]),
+        fig.add_subplot(grid[:, 2]),
+    )
+    fig.subplots_adjust(wspace=0.35)
+    _draw_overview(axes, series, fva)
+    out["overview"] = _png(fig)
+    for st in run.stages:
+        if not st.probes:
+            continue
+        fig = _figure(11, 3.6)
+        a, b = fig.subplots(1, 2)
+        fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.15, wspace=0.25)
+        _draw_stage(a, b, st.index, probe_curves(run, st.index), gp_posterior(run, st.index))
+        out[f"stage {st.index}"] = _png(fig)
+    out["all"] = _stack(list(out.values()))
+    return out
+
+
+def _stack(pngs: list[bytes]) -> bytes:
+    """One PNG of several, top to bottom (padded white to the widest)."""
+    from matplotlib import image
+
+    arrays = [image.imread(io.BytesIO(b), format="png") for b in pngs]
+    width = max(a.shape[1] for a in arrays)
+    chans = max(a.shape[2] for a in arrays)
+    padded = []
+    for a in arrays:
+        if a.shape[2] < chans:
+            a = np.concatenate([a, np.ones((*a.shape[:2], chans - a.shape[2]), a.dtype)], axis=2)
+        pad = np.ones((a.shape[0], width - a.shape[1], chans), dtype=a.dtype)
+        padded.append(np.concatenate([a, pad], axis=1))
+    buf = io.BytesIO()
+    image.imsave(buf, np.concatenate(padded, axis=0), format="png")
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Paths written by :func:`write_report`."""
+
+    png: Path
+    html: Path
+
+
+def write_report(
+    run: LoggedRun | str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    replay: bool = True,
+) -> ReportFiles:
+    """Write ``<name>.png`` (everything in one image) and ``<name>.html`` (self-contained).
+
+    Args:
+        run: the logged run or its path.
+        out_dir: folder to write to (default: the log's folder); created if needed.
+        replay: replay the log to check it and to draw warmup and anneal LRs.
+
+    Raises:
+        LogFormatError: the log cannot be read.
+        MissingDependencyError: matplotlib is not installed.
+    """
+    run = _as_run(run)
+    result = _try_replay(run) if replay else None
+    images = render_figures(run, result if result is not None else False)
+    src = Path(run.path)
+    folder = Path(out_dir) if out_dir is not None else src.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    png = folder / f"{src.stem}.png"
+    page = folder / f"{src.stem}.html"
+    png.write_bytes(images["all"])
+    page.write_text(_html(run, images, result), encoding="utf-8")
+    logger.info("report written: %s, %s", png, page)
+    return ReportFiles(png=png, html=page)
+
+
+def _fmt(v: Any, spec: str = ".4g") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
+def _img(data: bytes, alt: str) -> str:
+    b64 = base64.b64encode(data).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def _html(run: LoggedRun, images: dict[str, bytes], result: ReplayResult | None) -> str:
+    cfg = run.config
+    keys = ("min_lr", "max_lr", "total_steps", "probes", "tau", "tau_probe", "objective")
+    settings = ", ".join(f"{k}={cfg.get(k)}" for k in keys if k in cfg)
+    probes = run.of_type("probe")
+    search = sum(len(p["train_losses"]) for p in probes)
+    total = run.run_end["total"] if run.run_end else run.last_step
+    if result is None:
+        check = "not replayed"
+    elif result.matches:
+        check = "the replay through the controller reproduces every logged decision"
+    else:
+        check = "the replay differs: " + "; ".join(m.describe() for m in result.mismatches[:3])
+    rows = []
+    for st in run.stages:
+        dec = st.first_decision()
+        end = st.exploit_end
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(_fmt(v))}</td>"
+                for v in (
+                    st.index,
+                    st.tau,
+                    st.tau_probe,
+                    f"{len(st.probes)} ({sum(1 for p in st.probes if p['diverged'])} diverged)",
+                    dec["lr"] if dec else None,
+                    dec["forecast"] if dec else None,
+                    len(st.rollbacks),
+                    end["lr"] if end else None,
+                    end.get("actual") if end else None,
+                )
+            )
+            + "</tr>"
+        )
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "stage",
+            "tau",
+            "tau_probe",
+            "probes",
+            "LR chosen",
+            "forecast",
+            "rollbacks",
+            "final LR",
+            "loss reached",
+        )
+    )
+    stage_imgs = "\n".join(
+        f"<h3>{html.escape(k)}</h3>\n{_img(v, k)}"
+        for k, v in images.items()
+        if k.startswith("stage")
+    )
+    notes = "".join(f"<li>{html.escape(w)}</li>" for w in run.warnings)
+    title = html.escape(Path(run.path).name)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>autolr run: {title}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 1150px; margin: 1em auto; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.9em; }}
+td, th {{ border: 1px solid #ccc; padding: 2px 8px; text-align: right; }}
+img {{ max-width: 100%; }}
+</style></head><body>
+<h1>autolr run: {title}</h1>
+<p>{html.escape(settings)}</p>
+<p>{total} steps, {search} of them probing ({100 * search / max(total, 1):.0f}%),
+{len(run.stages)} stages, {len(probes)} probes, {len(run.of_type("rollback"))} rollbacks.
+Check: {html.escape(check)}.</p>
+{f"<ul>{notes}</ul>" if notes else ""}
+<h2>Stages</h2>
+<table><tr>{head}</tr>
+{"".join(rows)}
+</table>
+<h2>Overview</h2>
+{_img(images["overview"], "overview")}
+<h2>Stages in detail</h2>
+{stage_imgs}
+</body></html>
+"""

@@ -1,0 +1,152 @@
+"""Report: the arrays behind each plot, then the PNG and the self-contained HTML."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autolr.cli import main
+from autolr.errors import AutoLRError
+from autolr.replay import LoggedRun, ReplayResult, load_run, replay_run
+from autolr.report import (
+    PHASES,
+    forecast_vs_actual,
+    gp_posterior,
+    probe_curves,
+    render_figures,
+    step_series,
+    write_report,
+)
+from tests.test_replay import write_trap_log
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> LoggedRun:
+    path = tmp_path_factory.mktemp("report") / "trap.jsonl"
+    write_trap_log(path, total=240, warmup_steps=8, probes=4, initial_probes=3)
+    return load_run(path)
+
+
+@pytest.fixture(scope="module")
+def replayed(run: LoggedRun) -> ReplayResult:
+    result = replay_run(run)
+    assert result.matches
+    return result
+
+
+def test_step_series_matches_the_log(run: LoggedRun, replayed: ReplayResult) -> None:
+    s = step_series(run, replayed)
+    n = run.run_end["total"]
+    assert s["step"].tolist() == list(range(n))
+    assert set(s["phase"].tolist()) <= set(PHASES)
+    assert np.isfinite(s["lr"]).all() and (s["lr"] > 0).all()
+    for p in run.of_type("probe"):
+        span = slice(p["step"] - len(p["train_losses"]), p["step"])
+        assert (s["phase"][span] == "probe").all()
+        assert np.allclose(s["lr"][span], p["lr"])
+        assert np.allclose(s["loss"][span], p["train_losses"])
+    for rb in run.of_type("rollback"):
+        span = slice(rb["step"] - len(rb["losses"]), rb["step"])
+        assert (s["phase"][span] == "rolled_back").all()
+    assert (s["phase"][:8] == "warmup").all()
+    anneal = run.of_type("phase")[-2]
+    assert anneal["phase"] == "anneal" and (s["phase"][anneal["step"] :] == "anneal").all()
+    # warmup and anneal losses are not logged, but the last pre-snapshot losses are
+    recent = run.stages[0].recent
+    assert np.allclose(s["loss"][8 - len(recent) : 8], recent)
+    assert np.isnan(s["loss"][anneal["step"] :]).all()
+
+
+def test_step_series_without_replay_agrees_where_the_log_speaks(
+    run: LoggedRun, replayed: ReplayResult
+) -> None:
+    with_replay = step_series(run, replayed)
+    alone = step_series(run, False)
+    known = ~np.isnan(alone["lr"])
+    assert known.sum() > 0.7 * len(known)
+    assert np.array_equal(with_replay["lr"][known], alone["lr"][known])
+    assert np.isnan(alone["lr"][:8]).all()  # the warmup LR comes from the replay only
+    assert np.array_equal(with_replay["phase"], alone["phase"])
+
+
+def test_probe_curves_reproduce_the_logged_forecasts(run: LoggedRun) -> None:
+    for st in run.stages:
+        curves = probe_curves(run, st.index, points=33)
+        assert len(curves) == len(st.probes)
+        for c, p in zip(curves, st.probes):
+            assert c["lr"] == p["lr"] and c["tau"] == st.tau
+            assert c["t"].shape == c["losses"].shape == (len(p["t"]),)
+            if p["diverged"]:
+                assert c["curve"] is None
+                continue
+            assert c["curve_t"][0] == 0 and c["curve_t"][-1] == st.tau
+            assert c["curve"].shape == (33,)
+            assert c["curve"][-1] == pytest.approx(p["forecast"], rel=1e-6, abs=1e-9)
+    with pytest.raises(AutoLRError, match="no stage 9"):
+        probe_curves(run, 9)
+
+
+def test_gp_posterior_is_refit_from_the_probes(run: LoggedRun) -> None:
+    st = run.stages[0]
+    gp = gp_posterior(run, 0, points=50)
+    assert gp is not None
+    lo, hi = run.config["min_lr"], run.config["max_lr"]
+    assert gp["lrs"].shape == gp["mean"].shape == gp["std"].shape == (50,)
+    assert gp["lrs"][0] == pytest.approx(lo) and gp["lrs"][-1] == pytest.approx(hi)
+    assert np.isfinite(gp["mean"]).all() and (gp["std"] >= 0).all()
+    finite = [p for p in st.probes if not p["diverged"]]
+    assert gp["obs_lr"].tolist() == [p["lr"] for p in finite]
+    assert gp["chosen_lr"] == st.first_decision()["lr"]
+    # the posterior passes near what it was fitted to
+    at_obs = np.interp(np.log(gp["obs_lr"]), np.log(gp["lrs"]), gp["mean"])
+    spread = gp["obs_value"].max() - gp["obs_value"].min()
+    assert np.abs(at_obs - gp["obs_value"]).max() <= 0.5 * spread + 3 * gp["std"].max()
+
+
+def test_forecast_vs_actual(run: LoggedRun) -> None:
+    fva = forecast_vs_actual(run)
+    ends = run.of_type("exploit_end")
+    assert fva["stage"].tolist() == [e["stage"] for e in ends]
+    assert fva["lr"].tolist() == [e["lr"] for e in ends]
+    assert np.allclose(fva["actual"], [e["actual"] for e in ends])
+
+
+def test_render_figures_keys(monkeypatch: pytest.MonkeyPatch, run: LoggedRun) -> None:
+    import autolr.report as report
+
+    monkeypatch.setattr(report, "_png", lambda fig: PNG_MAGIC + b"stub")
+    monkeypatch.setattr(report, "_stack", lambda pngs: b"".join(pngs))
+    images = render_figures(run, False)
+    assert set(images) == {"overview", "all"} | {f"stage {st.index}" for st in run.stages}
+    assert all(v.startswith(PNG_MAGIC) for v in images.values())
+
+
+def test_render_and_write(run: LoggedRun, tmp_path: Path) -> None:
+    files = write_report(run, tmp_path / "out", replay=False)
+    assert files.png.read_bytes().startswith(PNG_MAGIC)
+    page = files.html.read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    embedded = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(embedded) == 1 + len(run.stages)
+    assert all(base64.b64decode(b).startswith(PNG_MAGIC) for b in embedded)
+    # self-contained: nothing is loaded from elsewhere
+    assert not re.search(r'(src|href)="(?!data:)', page)
+    assert "<table>" in page and "rollbacks" in page
+
+
+def test_cli_report(run: LoggedRun, tmp_path: Path, capsys) -> None:
+    assert main(["report", run.path, "-o", str(tmp_path), "--no-replay"]) == 0
+    out = capsys.readouterr().out
+    stem = Path(run.path).stem
+    assert f"{stem}.png" in out and (tmp_path / f"{stem}.html").exists()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"type": "run_start", "schema_version": 1, "step": 0}\n')
+    assert main(["report", str(bad), "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "missing the field 'config'" in err and "Traceback" not in err
