@@ -1,0 +1,453 @@
+"""Hugging Face ``Trainer`` integration: :class:`AutoLRSCallback`.
+
+Usage::
+
+    from autolr.integrations.hf import AutoLRSCallback
+
+    trainer = Trainer(model, args, train_dataset=ds,
+                      callbacks=[AutoLRSCallback(min_lr=1e-5, max_lr=1e-2)])
+    trainer.train()
+
+Where it acts in one optimizer step of ``Trainer``'s loop (the order of
+transformers' ``Trainer._run_epoch``)::
+
+    on_step_begin
+    forward + backward            (gradient_accumulation_steps times)
+    on_pre_optimizer_step         autolr writes its LR into every param group
+    optimizer.step()              ... so this step uses it
+    on_optimizer_step
+    lr_scheduler.step()           a LambdaLR is made to hold autolr's LR; others are overwritten
+    on_step_end                   sets ``control.should_log``: the Trainer logs every step
+    log -> on_log                 the step's loss goes to the controller, which sets the
+                                  next LR (and may restore the stage snapshot)
+    save -> on_save               the controller's state goes into the checkpoint folder
+
+Install with ``pip install "autolr[hf]"``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+import re
+import warnings
+from dataclasses import fields
+from typing import Any
+
+import torch
+
+from autolr.config import AutoLRSConfig
+from autolr.controller import AutoLRS
+from autolr.errors import ConfigError, SchedulerConflictWarning, StateError, require
+from autolr.probing import set_group_lrs
+
+require("transformers", "hf")
+
+from transformers import (  # noqa: E402
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AutoLRSCallback", "STATE_FILE"]
+
+STATE_FILE = "autolr_state.pt"
+"""Name of the controller's state file inside a Trainer checkpoint folder."""
+
+CALLBACK_STATE_VERSION = 1
+
+# AutoLRS keyword options a Trainer run can use; ``prober`` is not one of them:
+# the Trainer runs every training step itself, so probes run inline.
+_OPTIONS = frozenset(
+    name
+    for name, p in inspect.signature(AutoLRS.__init__).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "prober"
+)
+_CONFIG_FIELDS = frozenset(f.name for f in fields(AutoLRSConfig))
+# Trainer schedulers that change nothing autolr cares about (``linear`` is the default).
+_QUIET_SCHEDULERS = ("linear", "constant")
+
+
+class AutoLRSCallback(TrainerCallback):
+    """Lets :class:`autolr.AutoLRS` set the LR of a ``transformers.Trainer`` run.
+
+    The controller is built at ``on_train_begin`` from the Trainer's model and
+    optimizer (the Trainer creates them lazily); its budget is the Trainer's
+    ``max_steps`` (optimizer steps: with gradient accumulation, one controller
+    step per optimizer step). Every param group keeps its ratio to the first
+    group's LR (the Trainer's decay/no-decay groups, or your own).
+
+    What it changes in the Trainer's behaviour:
+
+    - The Trainer logs every optimizer step (the per-step training loss is the
+      controller's input), whatever ``logging_steps`` says. Each row of
+      ``state.log_history`` then holds that step's ``loss``, the
+      ``learning_rate`` the step used and ``autolr_lr`` (the stage's tuned LR,
+      before warmup or anneal scaling), ``autolr_stage`` and ``autolr_phase``
+      (``"warmup"``, ``"probe"``, ``"exploit"``, ``"anneal"``, ``"done"``).
+    - The Trainer's LR scheduler no longer sets the LR. A ``LambdaLR`` (what
+      ``lr_scheduler_type`` builds) is made to hold autolr's LR, so the
+      ``learning_rate`` the Trainer reports is autolr's; any other scheduler is
+      overwritten before every optimizer step. A scheduler passed to the
+      Trainer, or an ``lr_scheduler_type`` other than ``linear``/``constant`` or
+      with warmup, raises a :class:`autolr.errors.SchedulerConflictWarning`.
+    - ``logging_nan_inf_filter`` is turned off: with it, a non-finite loss is
+      logged as a finite one and a diverged probe would look like a good one.
+    - Each checkpoint folder gets ``autolr_state.pt`` (the controller's state,
+      snapshots included); ``trainer.train(resume_from_checkpoint=...)``
+      continues the stage, probe and search where they stopped.
+
+    Evaluation and checkpoints during a probe see the probe's weights.
+
+    Args:
+        min_lr: lower bound of the LR search (first param group, linear scale).
+        max_lr: upper bound of the LR search.
+        total_steps: the controller's budget in optimizer steps, probes included
+            (default: the Trainer's ``max_steps``; give it only to tune part of a run).
+        **options: any keyword option of :class:`autolr.AutoLRS` (``tau``,
+            ``probes``, ``warmup_steps``, ``seed``, ``log_path``, ...), except
+            ``prober``.
+
+    Attributes:
+        tuner: the :class:`autolr.AutoLRS` controller (None before training starts).
+
+    Raises:
+        ConfigError: an option is unknown or out of range (named in the message);
+            at ``trainer.train()``: ``max_steps`` too small for one stage, or a
+            DeepSpeed/FSDP run (not supported).
+    """
+
+    def __init__(
+        self,
+        min_lr: float,
+        max_lr: float,
+        total_steps: int | None = None,
+        **options: Any,
+    ) -> None:
+        if "prober" in options:
+            raise ConfigError(
+                "prober is not supported with the Trainer: the Trainer runs every training "
+                "step, so probes run inline; remove prober="
+            )
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            raise ConfigError(
+                f"unknown AutoLRSCallback options {unknown}; allowed: {sorted(_OPTIONS)}"
+            )
+        # Validate now (the controller itself is built when training starts).
+        AutoLRSConfig(
+            min_lr=min_lr,
+            max_lr=max_lr,
+            total_steps=total_steps,
+            **{k: v for k, v in options.items() if k in _CONFIG_FIELDS and k != "forecaster"},
+        )
+        self.min_lr = min_lr
+        self.max_lr = max_lr
+        self.total_steps = total_steps
+        self.options = dict(options)
+        self.tuner: AutoLRS | None = None
+        self._given_scheduler: str | None = None
+        self._held_scheduler: Any = None
+        self._pending: int | None = None
+        self._row: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ set up
+    def on_init_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        # Here the handler's scheduler is the one passed as Trainer(optimizers=(opt, sched)).
+        scheduler = kwargs.get("lr_scheduler")
+        self._given_scheduler = type(scheduler).__name__ if scheduler is not None else None
+
+    def on_train_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        model, optimizer = kwargs.get("model"), kwargs.get("optimizer")
+        scheduler = kwargs.get("lr_scheduler")
+        if model is None or optimizer is None:
+            raise StateError(
+                "AutoLRSCallback needs the Trainer's model and optimizer at on_train_begin; "
+                f"got model={type(model).__name__}, optimizer={type(optimizer).__name__}"
+            )
+        if getattr(args, "deepspeed", None) or getattr(args, "fsdp", None):
+            raise ConfigError(
+                "AutoLRSCallback does not support DeepSpeed or FSDP runs: the stage snapshot "
+                "needs the whole model and optimizer state in one process"
+            )
+        if args.logging_nan_inf_filter:
+            logger.info("AutoLRSCallback: turning off logging_nan_inf_filter")
+            args.logging_nan_inf_filter = False
+        self._check_scheduler(args, state, scheduler)
+        # A warmup scheduler has already set the groups' LRs to 0; the ratios
+        # between groups come from the LRs they were configured with.
+        for group in optimizer.param_groups:
+            if "initial_lr" in group:
+                group["lr"] = group["initial_lr"]
+
+        saved = self._find_state(args, state) if state.global_step > 0 else None
+        if state.global_step > 0 and saved is None:
+            logger.warning(
+                "AutoLRSCallback: resumed at step %d without autolr state in the checkpoint; "
+                "starting a new search for the %d steps left",
+                state.global_step,
+                state.max_steps - state.global_step,
+            )
+        total = self.total_steps
+        if total is None:
+            total = state.max_steps if saved is not None else state.max_steps - state.global_step
+        elif total != state.max_steps:
+            logger.warning(
+                "AutoLRSCallback: total_steps=%d but the Trainer runs max_steps=%d; %s",
+                total,
+                state.max_steps,
+                "the LR stays at its last value once the budget is spent"
+                if total < state.max_steps
+                else "training stops before autolr's final anneal",
+            )
+        try:
+            self.tuner = AutoLRS(
+                model, optimizer, self.min_lr, self.max_lr, total_steps=total, **self.options
+            )
+        except ConfigError as exc:
+            if self.total_steps is None and "too small" in str(exc):
+                raise ConfigError(
+                    f"{exc}; total_steps is the Trainer's max_steps={state.max_steps}: "
+                    "train longer, or pass smaller tau/probes to AutoLRSCallback"
+                ) from exc
+            raise
+        if saved is not None:
+            self.tuner.load_state_dict(saved["controller"])
+            logger.info(
+                "AutoLRSCallback: resumed stage %d (%s) at step %d",
+                self.tuner.stage_index,
+                self.tuner.phase.value,
+                state.global_step,
+            )
+        self._pending = None
+        self._hold_scheduler(scheduler)
+        self._apply(optimizer)
+
+    def _check_scheduler(
+        self, args: TrainingArguments, state: TrainerState, scheduler: Any
+    ) -> None:
+        if self._given_scheduler is not None:
+            warnings.warn(
+                f"the Trainer was given its own lr_scheduler ({self._given_scheduler}); "
+                "AutoLRSCallback owns the LR and overrides it at every step",
+                SchedulerConflictWarning,
+                stacklevel=2,
+            )
+            return
+        kind = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
+        warmup = args.get_warmup_steps(state.max_steps)
+        if kind not in _QUIET_SCHEDULERS or warmup > 0:
+            with_warmup = f" with {warmup} warmup steps" if warmup else ""
+            warnings.warn(
+                f"the Trainer's lr_scheduler_type={kind!r}{with_warmup} would overwrite the "
+                "LR autolr sets; AutoLRSCallback overrides it at every step "
+                "(for a warmup use AutoLRSCallback(warmup_steps=...))",
+                SchedulerConflictWarning,
+                stacklevel=2,
+            )
+        elif scheduler is not None:
+            logger.info(
+                "AutoLRSCallback: the Trainer's %s scheduler is replaced by autolr's LR", kind
+            )
+
+    def _hold_scheduler(self, scheduler: Any) -> None:
+        """Make a ``LambdaLR`` return autolr's LR, so what the Trainer reports is autolr's.
+
+        Its lambdas are plain functions, which ``LambdaLR.state_dict`` leaves out
+        of checkpoints. Other schedulers are left alone: their writes are
+        overwritten before every optimizer step.
+        """
+        self._held_scheduler = None
+        if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            return
+        bases = [float(b) for b in scheduler.base_lrs]
+        if not all(b > 0 and math.isfinite(b) for b in bases):
+            return
+        tuner = self.tuner
+        assert tuner is not None
+
+        def hold(i: int) -> Any:
+            def factor(_: int) -> float:
+                return tuner.current_lr * tuner.ratios[i] / bases[i]
+
+            return factor
+
+        scheduler.lr_lambdas = [hold(i) for i in range(len(bases))]
+        self._held_scheduler = scheduler
+        with warnings.catch_warnings():
+            # Before the first optimizer step torch warns that a schedule's first
+            # value would be skipped; a held LR has none to skip.
+            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
+            self._sync_scheduler()
+
+    def _sync_scheduler(self) -> None:
+        """Step the held scheduler so its last LR, which the Trainer logs, is the next one."""
+        if self._held_scheduler is not None:
+            self._held_scheduler.step()
+
+    # ----------------------------------------------------------- the loop
+    def on_step_begin(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        if self._pending is not None:
+            raise StateError(
+                f"AutoLRSCallback got no training loss for step {self._pending}: "
+                "another callback turned off control.should_log after it"
+            )
+        # Also here for transformers versions without on_pre_optimizer_step.
+        self._prepare_step(kwargs.get("optimizer"))
+
+    def on_pre_optimizer_step(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        self._prepare_step(kwargs.get("optimizer"))
+
+    def _prepare_step(self, optimizer: Any) -> None:
+        """Write autolr's LR into the optimizer and note what this step runs at."""
+        tuner = self.tuner
+        if tuner is None or optimizer is None:
+            return
+        self._apply(optimizer)
+        self._row = {
+            "learning_rate": float(optimizer.param_groups[0]["lr"]),
+            "autolr_lr": tuner.lr,
+            "autolr_stage": tuner.stage_index,
+            "autolr_phase": tuner.phase.value,
+        }
+
+    def on_step_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> TrainerControl:
+        if self.tuner is not None:
+            self._pending = state.global_step
+            control.should_log = True
+        return control
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        tuner = self.tuner
+        if tuner is None or logs is None or "loss" not in logs:
+            return
+        if self._pending is None or state.global_step != self._pending:
+            return
+        self._pending = None
+        tuner.step(logs["loss"])
+        optimizer = kwargs.get("optimizer")
+        if optimizer is not None:
+            self._sync_scheduler()
+            self._apply(optimizer)
+        # Loggers after this callback get the row too; the Trainer's copy is in log_history.
+        logs.update(self._row)
+        row = state.log_history[-1] if state.log_history else None
+        if row is not None and row.get("step") == state.global_step and "loss" in row:
+            row.update(self._row)
+
+    def _apply(self, optimizer: Any) -> None:
+        tuner = self.tuner
+        assert tuner is not None
+        set_group_lrs(optimizer, tuner.current_lr, tuner.ratios)
+
+    # ------------------------------------------------------------- state
+    def on_save(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        if self.tuner is None or not args.should_save:
+            return
+        folder = _checkpoint_dir(args.output_dir, state.global_step)
+        if not os.path.isdir(folder):
+            logger.warning(
+                "AutoLRSCallback: checkpoint folder %s not found; autolr state not saved", folder
+            )
+            return
+        path = os.path.join(folder, STATE_FILE)
+        tmp = path + ".tmp"
+        torch.save(
+            {
+                "schema_version": CALLBACK_STATE_VERSION,
+                "trainer_step": state.global_step,
+                "controller": self.tuner.state_dict(),
+            },
+            tmp,
+        )
+        os.replace(tmp, path)
+
+    def _find_state(self, args: TrainingArguments, state: TrainerState) -> dict[str, Any] | None:
+        """The saved state for the step the Trainer resumes at, or None."""
+        candidates = [_checkpoint_dir(args.output_dir, state.global_step)]
+        given = getattr(args, "resume_from_checkpoint", None)
+        if isinstance(given, str):
+            candidates.insert(0, given)
+        for folder in candidates:
+            path = os.path.join(folder, STATE_FILE)
+            if not os.path.isfile(path):
+                continue
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if saved.get("schema_version") != CALLBACK_STATE_VERSION:
+                raise StateError(
+                    f"{path} has schema_version={saved.get('schema_version')!r}; "
+                    f"this version reads {CALLBACK_STATE_VERSION}"
+                )
+            if saved.get("trainer_step") == state.global_step:
+                return saved
+        return None
+
+    def on_train_end(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        **kwargs: Any,
+    ) -> None:
+        tuner = self.tuner
+        if tuner is None:
+            return
+        logger.info(
+            "AutoLRSCallback: %d steps, %d of them probes; stages: %s",
+            tuner.global_step,
+            tuner.search_steps,
+            tuner.summary(),
+        )
+
+
+def _checkpoint_dir(output_dir: str | None, step: int) -> str:
+    return os.path.join(output_dir or ".", f"{PREFIX_CHECKPOINT_DIR}-{step}")
