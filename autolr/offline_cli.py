@@ -51,6 +51,14 @@ def _guarded(name: str, func: Callable[[argparse.Namespace], int]) -> Callable[.
             except (AutoLRError, OSError) as exc:
                 code = EXIT_BAD_INPUT
                 _err(f"autolr {name}: error: {exc}")
+            except Exception as exc:  # noqa: BLE001 - a malformed input must not end in a traceback
+                if getattr(args, "verbose", False):
+                    raise
+                code = EXIT_BAD_INPUT
+                _err(
+                    f"autolr {name}: error: {type(exc).__name__}: {exc} "
+                    "(run `autolr -v ...` for the traceback)"
+                )
         seen = set()
         for w in caught:
             msg = str(w.message)

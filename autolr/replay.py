@@ -42,7 +42,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from autolr.config import AutoLRSConfig
 from autolr.controller import AutoLRS, Phase
 from autolr.errors import AutoLRError, ConfigError, LogFormatError
 from autolr.forecast import Forecaster, make_forecaster
@@ -332,8 +331,19 @@ def _check_record(rec: dict[str, Any], where: str, found: list[str]) -> dict[str
                 f"{where}: fields 't' ({len(t)} values) and 'losses' "
                 f"({len(rec['losses'])} values) differ in length"
             )
-    if type_ == "run_start" and not isinstance(rec["config"], dict):
-        raise LogFormatError(f"{where}: field 'config' must be an object")
+    if type_ == "run_start":
+        cfg = rec["config"]
+        if not isinstance(cfg, dict):
+            raise LogFormatError(f"{where}: field 'config' must be an object")
+        for name in ("min_lr", "max_lr"):
+            if not _finite_number(cfg.get(name)) or cfg[name] <= 0:
+                raise LogFormatError(
+                    f"{where}: field 'config.{name}' must be a positive number, "
+                    f"got {cfg.get(name)!r}"
+                )
+        lrs = rec["initial_lrs"]
+        if not isinstance(lrs, list) or not all(_finite_number(v) for v in lrs):
+            raise LogFormatError(f"{where}: field 'initial_lrs' must be a list of numbers")
     return rec
 
 
@@ -503,7 +513,8 @@ def build_forecaster(
     Args:
         run: the logged run; its forecaster settings are the starting point when
             ``name`` is None or names the same forecaster.
-        name: ``"exponential"``, ``"power_law"``, ... (None: the run's).
+        name: ``"exponential"``, ``"power_law"``, ... (None: the run's). Another
+            forecaster keeps the run's settings it shares (trimming, ``min_value``, ...).
         overrides: forecaster settings to change (``trim_outliers``,
             ``hampel_window``, ``hampel_k``, ``min_value``, ...); None values are ignored.
 
@@ -522,7 +533,12 @@ def build_forecaster(
             raise ConfigError("the run log names no forecaster; pass one")
         spec = dict(logged) if logged is not None else {"name": logged_name}
     else:
-        spec = {"name": name}
+        # Another curve family with the run's other settings (trimming, floor, ...),
+        # so that the comparison is about the family alone.
+        spec = make_forecaster(name).config()
+        for key, value in (logged or {}).items():
+            if key != "name" and key in spec:
+                spec[key] = value
     changes = {k: v for k, v in overrides.items() if v is not None}
     spec.update(changes)
     try:
@@ -1012,7 +1028,8 @@ class StageWhatIf:
         logged_forecasts: what the run's forecaster said (None: diverged).
         new_forecasts: what the new forecaster says (None: diverged or fit failed).
         logged_lr: the LR the run chose first.
-        new_lr: the LR the new forecasts choose among the logged probes (None: none usable).
+        new_lr: the LR the new forecasts choose among the logged probes (``min_lr``
+            when none is usable, as the controller falls back).
         new_forecast: its forecast.
         bo_lrs: what BO would have proposed with the new forecasts, probe by probe.
         bo_departs: first probe index where BO would have proposed an unlogged LR (None: never).
@@ -1111,8 +1128,8 @@ def what_if(
         fc = make_forecaster(forecaster)
     stages: list[StageWhatIf] = []
     skipped: dict[int, str] = {}
-    cfg = AutoLRSConfig.from_dict({k: v for k, v in run.config.items()})
-    total = cfg.total_steps
+    total = run.config.get("total_steps")
+    warmup = int(run.config.get("warmup_steps") or 0)
     shared: GPProposer | None = None
     for st in run.stages:
         if st.n_probes == 0:
@@ -1121,7 +1138,7 @@ def what_if(
         if not st.searched:
             skipped[st.index] = f"the log holds {len(st.probes)} of {st.n_probes} probes"
             continue
-        if st.recent is None and (st.index > 0 or cfg.warmup_steps > 0):
+        if st.recent is None and (st.index > 0 or warmup > 0):
             skipped[st.index] = "the log has no pre-snapshot losses (written by an older autolr)"
             continue
         progress = st.start["step"] / total if total else 0.0
@@ -1191,10 +1208,11 @@ def _decide_stage(
         (i for i, (a, b) in enumerate(zip(forced.proposed, lrs)) if not math.isclose(a, b)),
         None,
     )
-    new_lr = dec["lr"] if dec["reason"] != "fallback" else None
+    new_lr = dec["lr"]
+    fallback = dec["reason"] == "fallback"
     rolled = [float(r["lr"]) for r in st.rollbacks]
     end = st.exploit_end
-    note = _note(new_lr, logged_dec["lr"] if logged_dec else None, rolled, departs)
+    note = _note(new_lr, logged_dec["lr"] if logged_dec else None, rolled, departs, fallback)
     result = StageWhatIf(
         stage=st.index,
         lrs=lrs,
@@ -1217,12 +1235,20 @@ def _decide_stage(
     return result, forced.inner
 
 
-def _note(new: float | None, old: float | None, rolled: list[float], departs: int | None) -> str:
+def _note(
+    new: float | None,
+    old: float | None,
+    rolled: list[float],
+    departs: int | None,
+    fallback: bool = False,
+) -> str:
     parts = []
     if new is None:
-        parts.append("no usable forecast: the controller would fall back to min_lr")
+        parts.append("no decision")
     elif old is not None and math.isclose(new, old, rel_tol=_REL_TOL):
-        parts.append("same choice")
+        parts.append("same choice" + (" (no usable forecast: min_lr)" if fallback else ""))
+    elif fallback:
+        parts.append("no usable forecast: the controller would fall back to min_lr")
     elif any(math.isclose(new, r, rel_tol=_REL_TOL) for r in rolled):
         parts.append(f"lr={new:.4g} was exploited in the run and rolled back by the guard")
     else:

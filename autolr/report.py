@@ -329,6 +329,9 @@ def _draw_overview(axes: Any, series: dict[str, np.ndarray], fva: dict[str, np.n
                 color=_COLORS[ph],
                 label=ph.replace("_", " "),
             )
+    finite = series["loss"][np.isfinite(series["loss"])]
+    if finite.size and finite.min() > 0 and finite.max() / finite.min() > 20:
+        ax_loss.set_yscale("log")
     ax_loss.set_ylabel("loss")
     ax_loss.set_xlabel("step (probe steps count)")
     ax_loss.set_title("loss per step (warmup and anneal losses are not logged)")

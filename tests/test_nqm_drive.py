@@ -79,3 +79,14 @@ def test_cli_simulate(tmp_path: Path, capsys) -> None:
         data["expected_loss"] - data["optimal_loss"]
     )
     assert out.exists() and load_run(out).run_end is not None
+
+
+def test_offline_study_example_runs(tmp_path: Path, capsys) -> None:
+    import runpy
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "offline_study.py"
+    module = runpy.run_path(str(example), run_name="offline_study")
+    assert module["main"](["--steps", "150", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "reproduces every decision" in out and "re-decided with the power law" in out
+    assert len(list(tmp_path.glob("run*.jsonl"))) == 3

@@ -13,7 +13,7 @@ from torch import nn
 from autolr import AutoLRS, LocalProber, LogFormatError
 from autolr.cli import main
 from autolr.importers import LogWarning
-from autolr.replay import ReplayResult, load_run, replay_run, what_if
+from autolr.replay import ReplayResult, build_forecaster, load_run, replay_run, what_if
 from tests.conftest import Regression, make_model, train_step
 
 
@@ -313,6 +313,9 @@ def test_wrong_types_and_empty_files(tmp_path: Path) -> None:
     with pytest.raises(LogFormatError, match="no such file"):
         load_run(tmp_path / "absent.jsonl")
     start = {"type": "run_start", "schema_version": 1, "step": 0, "config": {}, "initial_lrs": []}
+    with pytest.raises(LogFormatError, match=r"line 1: field 'config.min_lr' must be a positive"):
+        load_run(write_lines(tmp_path / "config.jsonl", [start]))
+    start["config"] = {"min_lr": 1e-3, "max_lr": 1.0}
     bad = {"type": "stage_start", "schema_version": 1, "step": "ten", "stage": 0}
     with pytest.raises(LogFormatError, match=r"line 2: field 'step' must be an int"):
         load_run(write_lines(tmp_path / "types.jsonl", [start, bad]))
@@ -360,3 +363,12 @@ def test_cli_replay_exit_codes_on_bad_and_tampered_logs(
     assert main(["replay", str(tampered)]) == 1
     assert "replay DIFFERS" in capsys.readouterr().out
     assert not math.isnan(dec["lr"])
+
+
+def test_another_forecaster_keeps_the_runs_shared_settings(logs: dict[str, Path]) -> None:
+    run = load_run(logs["cheap"])
+    run.records[0]["forecaster"]["hampel_window"] = 7
+    other = build_forecaster(run, "power_law", hampel_k=4.0)
+    cfg = other.config()
+    assert cfg["name"] == "power_law" and cfg["hampel_window"] == 7 and cfg["hampel_k"] == 4.0
+    assert build_forecaster(run).config() == run.forecaster_config
