@@ -11,6 +11,7 @@ from autolr.errors import ConfigError
 
 ACQUISITIONS = ("ei", "ucb", "lcb-autolrs")
 OBJECTIVES = ("train_loss", "val_loss")
+DECISIONS = ("forecast", "posterior")
 
 # AutoLRS paper settings, used when no budget is given.
 PAPER_TAU = 1000
@@ -81,6 +82,7 @@ class AutoLRSConfig:
     forecaster: str = "exponential"
     loss_floor: float | None = 0.0
     forecast_pessimism: float = 0.0
+    decide_by: str = "forecast"
     seed: int = 0
     gp_device: str = "auto"
     snapshot_device: str = "cpu"
@@ -133,6 +135,8 @@ class AutoLRSConfig:
         self.forecast_pessimism = _check_fraction(
             "forecast_pessimism", self.forecast_pessimism, 0.0, 10.0
         )
+        if self.decide_by not in DECISIONS:
+            raise ConfigError(f"decide_by must be one of {DECISIONS}, got {self.decide_by!r}")
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.acquisition not in ACQUISITIONS:

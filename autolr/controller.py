@@ -161,6 +161,9 @@ class AutoLRS:
             the probe's data cannot rule out (profile likelihood, in ``z``
             units; 0: the point forecast). Counters the short-horizon bias of
             extrapolating a still-straight loss curve (exponential forecaster).
+        decide_by: ``"forecast"`` (the lowest forecast, as in AutoLRS) or
+            ``"posterior"`` (the lowest GP posterior mean among the probed LRs,
+            which smooths noisy forecasts across neighbouring LRs).
         seed: seeds every choice the controller makes; the same seed gives the
             same LR sequence for the same losses.
         gp_device: device of the GP: ``"auto"`` (CUDA when available) or a device name.
@@ -212,6 +215,7 @@ class AutoLRS:
         forecaster: Any = "exponential",
         loss_floor: float | None = 0.0,
         forecast_pessimism: float = 0.0,
+        decide_by: str = "forecast",
         seed: int = 0,
         gp_device: str = "auto",
         snapshot_device: str = "cpu",
@@ -258,6 +262,7 @@ class AutoLRS:
             forecaster=forecaster if isinstance(forecaster, str) else type(forecaster).__name__,
             loss_floor=loss_floor,
             forecast_pessimism=forecast_pessimism,
+            decide_by=decide_by,
             seed=seed,
             gp_device=gp_device,
             snapshot_device=snapshot_device,
@@ -671,17 +676,18 @@ class AutoLRS:
     def _decide(self, reason: str) -> None:
         assert self.stage is not None and self._snapshot is not None
         stage = self.stage
-        ranked = sorted(
-            (p for p in stage.probes if p.forecast is not None and p.lr not in stage.rejected),
-            key=lambda p: p.forecast if p.forecast is not None else math.inf,
+        ranked = self._rank(
+            [p for p in stage.probes if p.forecast is not None and p.lr not in stage.rejected]
         )
+        if ranked and reason == "best_forecast" and self.config.decide_by == "posterior":
+            reason = "best_posterior"
         from_probe = False
         if ranked:
             best = ranked[0]
             lr, forecast = best.lr, best.forecast
             index = stage.probes.index(best)
             from_probe = (
-                reason == "best_forecast"
+                reason in ("best_forecast", "best_posterior")
                 and self._winner is not None
                 and self._winner_index == index
             )
@@ -714,6 +720,25 @@ class AutoLRS:
         if not from_probe and self.config.keep_winner and stage.spec.probes > 0:
             target += stage.spec.tau_probe
         self._start_exploit(target, from_probe)
+
+    def _rank(self, candidates: list[ProbeRecord]) -> list[ProbeRecord]:
+        """Candidates best first: by forecast, or by the GP's posterior mean at their LRs."""
+        by_forecast = sorted(
+            candidates, key=lambda p: p.forecast if p.forecast is not None else math.inf
+        )
+        if self.config.decide_by != "posterior" or len(candidates) < 3:
+            return by_forecast
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.config.seed)
+                mean, _ = self.proposer.posterior(
+                    torch.tensor([p.lr for p in candidates], dtype=torch.float64)
+                )
+        except FitError as exc:
+            logger.warning("posterior ranking failed (%s); ranking by forecast", exc)
+            return by_forecast
+        order = sorted(range(len(candidates)), key=lambda i: float(mean[i]))
+        return [candidates[i] for i in order]
 
     def _start_exploit(self, target: int, from_probe: bool) -> None:
         assert self.stage is not None

@@ -113,6 +113,7 @@ def run_demo(
     batch_size: int = 32,
     plot: bool = True,
     progress: Callable[[int], Any] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> DemoResult:
     """Train with autolr and with the default schedule; return both results.
 
@@ -121,6 +122,7 @@ def run_demo(
         seed: seeds the model init, the data order and autolr.
         out_dir: folder for ``run.jsonl`` and ``lr_loss.png``.
         progress: called with the number of steps just done (for a progress bar).
+        options: extra keyword arguments for :class:`autolr.AutoLRS`.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,6 +147,7 @@ def run_demo(
         val_fn=val_loss,
         val_every=2,
         log_path=log_path,
+        **(options or {}),
     )
     for batch in tuner.batches(batch_stream(data, batch_size, seed)):
         tuner.step(train_step(model, opt, batch))

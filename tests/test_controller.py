@@ -390,3 +390,12 @@ def test_step_after_finish_warns_and_keeps_lr(task, caplog):
     lr = tuner.lr
     tuner.step(0.1)
     assert tuner.lr == lr and "after the budget was spent" in caplog.text
+
+
+def test_decide_by_posterior_picks_a_probed_lr(task):
+    tuner, *_ = _run(task, steps=500, decide_by="posterior")
+    decisions = tuner.log.of_type("decision")
+    assert decisions[0]["reason"] == "best_posterior"
+    for d in decisions:
+        if d["reason"] == "best_posterior":
+            assert d["lr"] in [c["lr"] for c in d["candidates"] if c["forecast"] is not None]
