@@ -145,6 +145,7 @@ def test_lightning_style_csv_with_separate_rows(tmp_path: Path) -> None:
 
 
 def test_hf_trainer_state(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
     from transformers.trainer_callback import TrainerState
 
     history = []
