@@ -70,6 +70,7 @@ class StageState:
     progress: float
     ref_loss: float | None = None
     noise: float = 0.0
+    recent_max: float | None = None
     val0: float | None = None
     probes: list[ProbeRecord] = field(default_factory=list)
     chosen_lr: float | None = None
@@ -467,6 +468,7 @@ class AutoLRS:
             progress=self._progress(),
             ref_loss=ref,
             noise=_robust_sd(list(self._recent)),
+            recent_max=max(self._recent) if self._recent else None,
             val0=val0,
         )
         self._snapshot = capture(
@@ -530,7 +532,7 @@ class AutoLRS:
             probe.losses.append(finite_or_none(float(self.val_fn())))
         reason = stop_reason(
             probe.train_losses,
-            stage.ref_loss,
+            self._abort_ref(),
             self.config.blowup_factor,
             self.config.early_abort,
             stage.noise,
@@ -624,7 +626,7 @@ class AutoLRS:
                     steps=stage.spec.tau_probe,
                     stage=self.stage_index,
                     index=len(stage.probes) + i,
-                    ref_loss=stage.ref_loss,
+                    ref_loss=self._abort_ref(),
                     blowup_factor=cfg.blowup_factor,
                     early_abort=cfg.early_abort,
                     noise=stage.noise,
@@ -650,7 +652,7 @@ class AutoLRS:
                     reason = (
                         stop_reason(
                             probe.train_losses,
-                            stage.ref_loss,
+                            self._abort_ref(),
                             cfg.blowup_factor,
                             cfg.early_abort,
                             stage.noise,
@@ -806,6 +808,15 @@ class AutoLRS:
             if p.fit is not None and "sse" in p.fit
         ]
         return max(self.stage.noise, statistics.median(rmse) if rmse else 0.0)
+
+    def _abort_ref(self) -> float | None:
+        """Loss level the blow-up rule compares with: the highest of the last
+        losses before the snapshot (per-batch losses near zero are heavy-tailed,
+        so their median would make ordinary batches look like a blow-up)."""
+        assert self.stage is not None
+        if self.stage.recent_max is not None:
+            return self.stage.recent_max
+        return self.stage.ref_loss
 
     def _val_every(self) -> int:
         """Probe steps between validation evaluations: ``val_every``, at most a quarter probe."""
