@@ -52,6 +52,7 @@ __all__ = [
     "TuneReporter",
     "autolrs_metrics",
     "autolrs_trainable",
+    "can_checkpoint",
     "load_checkpoint",
     "save_checkpoint",
 ]
