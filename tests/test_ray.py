@@ -23,7 +23,7 @@ TASK = Regression()
 POISON_LR = 0.0123
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def ray_session():
     # Workers import this module's helpers (and conftest) from the tests folder.
     ray.init(
@@ -87,7 +87,7 @@ def chaos_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pool(chaos_dir):
+def pool(ray_session, chaos_dir):
     """Two started workers shared by the tests (each worker start imports torch: seconds)."""
     with RayProber(
         make_model, make_sgd, chaos_step, Chaos(str(chaos_dir)), num_workers=2, val_fn=val_loss
@@ -267,14 +267,15 @@ def test_probe_past_its_time_limit_is_killed_and_failed(pool):
 
 
 @pytest.mark.slow
-def test_worker_that_cannot_start_raises():
+def test_worker_that_cannot_start_raises(ray_session):
     # num_cpus=0: schedulable while the shared pool holds both CPUs.
     with RayProber(failing_model, make_sgd, train_step, batches, num_workers=1, num_cpus=0) as rp:
         with pytest.raises(AutoLRError, match="Ray probe worker failed to start: .*no model today"):
             rp.run(start_snapshot(), make_requests([0.01]))
 
 
-def test_worker_that_cannot_be_scheduled_raises():
+@pytest.mark.slow
+def test_worker_that_cannot_be_scheduled_raises(ray_session):
     rp = RayProber(make_model, make_sgd, train_step, batches, num_gpus=1, start_timeout_s=2)
     with pytest.raises(AutoLRError, match=r"not ready within start_timeout_s=2s .*num_gpus=1"):
         rp.start()

@@ -28,7 +28,7 @@ TOTAL = 200
 COLUMNS = ["step", "lr", "phase", "stage", "loss"]
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def ray_session():
     # Trials import this module's helpers (and conftest) from the tests folder.
     ray.init(
@@ -97,7 +97,7 @@ def rows(result):
 
 
 @pytest.fixture(scope="module")
-def search(tmp_path_factory):
+def search(ray_session, tmp_path_factory):
     storage = tmp_path_factory.mktemp("tune")
     tuner = tune.Tuner(
         trainable_with(data),
