@@ -170,7 +170,7 @@ class RayProber:
     dead worker took are not known.
 
     Ray must be initialized (``ray.init``) or will be, with its defaults, at
-    the first probe. Actors start at the first :meth:`run` and live until
+    the first probe. Actors start at :meth:`start` or the first :meth:`run`, and live until
     :meth:`close` (also on ``with RayProber(...) as prober:`` exit).
 
     Args:
