@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,12 +40,15 @@ class AutoLRVariant:
         common_batches: feed the loop through ``tuner.batches(...)`` (autolr owns
             the data iterator, probes of a stage see the same batches) when the
             tuner has that method.
+        val_objective: pass the workload's validation loss as ``val_fn``, so probes
+            are judged on validation loss instead of training loss.
     """
 
     name: str
     label: str
     settings: dict[str, Any] = field(default_factory=dict)
     common_batches: bool = False
+    val_objective: bool = False
 
 
 VARIANTS: dict[str, AutoLRVariant] = {
@@ -108,6 +113,8 @@ class TunerDriver:
         max_lr: upper end of the search range (linear scale).
         total_steps: the run's budget ``T``; probe steps count inside it.
         seed: the run seed.
+        val_fn: the workload's validation loss, used when the variant asks for it.
+        log_path: JSON-lines run log to write (None: kept in memory only).
     """
 
     def __init__(
@@ -120,12 +127,19 @@ class TunerDriver:
         max_lr: float,
         total_steps: int,
         seed: int,
+        val_fn: Callable[[], float] | None = None,
+        log_path: str | Path | None = None,
     ) -> None:
         from autolr import AutoLRS
 
         self.variant = variant
         self.optimizer = optimizer
-        self.settings, self.ignored = _split_settings(AutoLRS, variant.settings)
+        wanted = dict(variant.settings)
+        if variant.val_objective and val_fn is not None:
+            wanted["val_fn"] = val_fn
+        if log_path is not None:
+            wanted["log_path"] = log_path
+        self.settings, self.ignored = _split_settings(AutoLRS, wanted)
         self.tuner = AutoLRS(
             model,
             optimizer,
@@ -170,7 +184,73 @@ class TunerDriver:
                     out[key] = value
                     break
         out["restores_seen"] = self.restores
-        out["settings"] = self.settings
+        hidden = ("val_fn", "log_path")
+        out["settings"] = {k: v for k, v in self.settings.items() if k not in hidden}
+        if self.variant.val_objective:
+            out["settings"]["objective"] = "val_loss" if "val_fn" in self.settings else "train_loss"
         if self.ignored:
             out["settings_ignored"] = self.ignored
+        config = getattr(self.tuner, "config", None)
+        if config is not None and callable(getattr(config, "to_dict", None)):
+            plain = {k: v for k, v in config.to_dict().items() if _json_scalar(v)}
+            plain["probes_per_stage"] = getattr(config, "n_probes", plain.get("probes"))
+            plain["anneal_steps"] = getattr(config, "anneal_steps", None)
+            out["config"] = plain
+        records = getattr(getattr(self.tuner, "log", None), "records", None)
+        if isinstance(records, list):
+            out["diagnostics"] = diagnostics(records)
         return out
+
+
+def _json_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def diagnostics(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the run log says about the search, compactly.
+
+    Returns:
+        ``stages``: per finished stage, the LR chosen, its forecast, the objective
+        actually reached and whether it came after a rollback; ``probes``,
+        ``diverged_probes`` (stopped early or unforecastable), ``rollbacks`` (with
+        their reasons), ``fallbacks`` (no candidate left), and the relative
+        forecast error ``(forecast - actual) / actual`` of each stage.
+    """
+    probes = [r for r in records if r.get("type") == "probe"]
+    rollbacks = [r for r in records if r.get("type") == "rollback"]
+    decisions = [r for r in records if r.get("type") == "decision"]
+    stages = []
+    for r in records:
+        if r.get("type") != "exploit_end":
+            continue
+        stages.append(
+            {
+                "stage": r.get("stage"),
+                "lr": r.get("lr"),
+                "forecast": r.get("forecast"),
+                "actual": r.get("actual"),
+                "steps": r.get("steps"),
+            }
+        )
+    errors = [
+        (s["forecast"] - s["actual"]) / abs(s["actual"])
+        for s in stages
+        if s["forecast"] is not None and s["actual"] not in (None, 0)
+    ]
+    candidates = {}
+    for d in decisions:
+        if d.get("reason") == "best_forecast":
+            candidates[d.get("stage")] = [
+                [c.get("lr"), c.get("forecast")] for c in d.get("candidates", [])
+            ]
+    return {
+        "stages": stages,
+        "probes": len(probes),
+        "diverged_probes": sum(bool(p.get("diverged")) for p in probes),
+        "diverged_reasons": sorted({str(p.get("reason")) for p in probes if p.get("diverged")}),
+        "rollbacks": len(rollbacks),
+        "rollback_reasons": [str(r.get("reason")) for r in rollbacks],
+        "fallbacks": sum(d.get("reason") == "fallback" for d in decisions),
+        "forecast_rel_error": errors,
+        "candidates": candidates,
+    }

@@ -57,6 +57,8 @@ class Workload:
         eval_points: number of evaluations spread over a run (plus step 0).
         reference: optional ``reference(total_steps) -> dict`` of exact reference
             numbers (S0: the optimal schedule's expected loss).
+        grid_schedules: the schedules swept over the LR grid (all four by default;
+            fewer where a run is expensive); others asked for are skipped.
     """
 
     id: str
@@ -71,6 +73,7 @@ class Workload:
     weight_decay: float = 0.0
     eval_points: int = 25
     reference: Callable[[int], dict[str, Any]] | None = None
+    grid_schedules: tuple[str, ...] = ("cosine", "linear", "wsd", "constant")
 
     def lr_grid(self) -> list[float]:
         """Peak LRs of the grid search, ascending, spaced x2."""

@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,7 +16,8 @@ from benchmarks.common import Workload
 from benchmarks.schedules import SCHEDULES, lr_factor, warmup_steps
 
 LR_FREE = ("schedulefree", "prodigy")
-METHODS = SCHEDULES + LR_FREE + tuple(autolr_hook.VARIANTS)
+POPULATION_METHODS = ("pb2",)
+METHODS = SCHEDULES + LR_FREE + POPULATION_METHODS + tuple(autolr_hook.VARIANTS)
 
 CURVE_POINTS = 200
 
@@ -35,7 +37,10 @@ class RunSpec:
 
 
 def plan_runs(workload: Workload, methods: list[str], seeds: list[int]) -> list[RunSpec]:
-    """Every run the comparison needs: the grid for each schedule, one run for the others."""
+    """Every run the comparison needs: the grid for each schedule, one run for the others.
+
+    Schedules the workload does not sweep (``workload.grid_schedules``) are skipped.
+    """
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {list(METHODS)}")
@@ -43,7 +48,8 @@ def plan_runs(workload: Workload, methods: list[str], seeds: list[int]) -> list[
     for seed in seeds:
         for m in methods:
             if m in SCHEDULES:
-                runs.extend(RunSpec(m, seed, lr) for lr in workload.lr_grid())
+                if m in workload.grid_schedules:
+                    runs.extend(RunSpec(m, seed, lr) for lr in workload.lr_grid())
             else:
                 runs.append(RunSpec(m, seed))
     return runs
@@ -140,19 +146,26 @@ def run_one(
     *,
     autolr_variant: autolr_hook.AutoLRVariant | None = None,
     on_step: Callable[[int], None] | None = None,
+    log_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train one method for ``total_steps`` and measure it.
 
     Evaluates validation loss at ``eval_points`` evenly spaced steps (and step 0);
     evaluation time is excluded from ``train_time_s``. A grid or LR-free run stops
     early when its loss is non-finite (``diverged``); an autolr run hands every loss
-    to the tuner, which may stop it before ``total_steps`` (``finished``).
+    to the tuner, which may stop it before ``total_steps`` (``finished``). A
+    ``pb2`` run trains a population with Ray Tune (see :mod:`benchmarks.pb2`).
+    ``log_path``: where an autolr run writes its run log (None: in memory only).
 
     Returns:
         a JSON-ready dict: final val/test loss (``None`` if non-finite), the val curve
         ``[[step, val, train_time_s], ...]``, subsampled train-loss and LR curves,
         steps run, times, and for autolr its counters.
     """
+    if spec.method == "pb2":
+        from benchmarks.pb2 import run_pb2
+
+        return run_pb2(workload, spec.seed, total_steps, on_step=on_step)
     inst = workload.make(spec.seed)
     model = inst.model
     opt = build_optimizer(workload, spec.method, model.parameters(), total_steps)
@@ -182,6 +195,8 @@ def run_one(
             max_lr=hi,
             total_steps=total_steps,
             seed=spec.seed,
+            val_fn=inst.eval_val,
+            log_path=log_path,
         )
         batches = iter(driver.batches(batches))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import logging
 import platform
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from benchmarks import autolr_hook
+from benchmarks import autolr_hook, pb2
 from benchmarks.methods import METHODS, RunSpec, plan_runs, run_one
 from benchmarks.report import REPORT_PATH, RESULTS_DIR, build_report, summarize
 from benchmarks.schedules import COOLDOWN_FRACTION, WARMUP_FRACTION
@@ -54,6 +55,29 @@ def _git_commit() -> str | None:
     if head.returncode != 0:
         return None
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def autolr_source_hash() -> str | None:
+    """sha256 (16 hex digits) of the installed autolr's algorithm sources.
+
+    Tells apart results made with different controller code, also when the
+    checkout has uncommitted changes elsewhere.
+    """
+    try:
+        import autolr.kernels
+
+        import autolr
+    except Exception:  # noqa: BLE001 - reported as unknown
+        return None
+    root = Path(autolr.__file__).resolve().parent
+    kernels = Path(autolr.kernels.__file__).resolve().parent
+    names = ("controller", "config", "plan", "probing", "proposer", "forecast", "snapshot")
+    files = [root / f"{n}.py" for n in names] + sorted(kernels.glob("*.py"))
+    h = hashlib.sha256()
+    for f in files:
+        if f.is_file():
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _meta(workload: Any, mode: str, total: int, seeds: list[int], eval_points: int) -> dict:
@@ -84,6 +108,7 @@ def _meta(workload: Any, mode: str, total: int, seeds: list[int], eval_points: i
         "platform": f"{platform.system()} {platform.machine()}",
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "git_commit": _git_commit(),
+        "autolr_source_sha256_16": autolr_source_hash(),
     }
 
 
@@ -125,6 +150,12 @@ def run_workload(
     wanted = [m for m in methods if ok or m not in autolr_hook.VARIANTS]
     if len(wanted) < len(methods):
         tqdm.write(f"{wid}: skipping autolr methods ({meta['autolr_error']})")
+    if "pb2" in wanted:
+        pb2_ok, pb2_err = pb2.availability()
+        meta["pb2_available"], meta["pb2_error"] = pb2_ok, pb2_err or None
+        if not pb2_ok:
+            wanted.remove("pb2")
+            tqdm.write(f"{wid}: skipping pb2 ({pb2_err})")
     plan = plan_runs(workload, wanted, seeds)
 
     kept: list[dict[str, Any]] = []
@@ -204,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="results folder")
     parser.add_argument("--report", type=Path, default=REPORT_PATH, help="markdown report path")
     parser.add_argument("--no-report", action="store_true", help="do not rewrite the report")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit with status 1 when any run failed (for CI)"
+    )
     args = parser.parse_args(argv)
 
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -220,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     args.results.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.WARNING)
 
+    failed = 0
     for wid in workloads:
         path = run_workload(
             wid,
@@ -231,10 +266,14 @@ def main(argv: list[str] | None = None) -> int:
             eval_points=args.eval_points,
         )
         print(f"wrote {path}")
+        errors = [r for r in json.loads(path.read_text())["runs"] if r.get("error")]
+        for r in errors:
+            print(f"{wid} {r['method']} seed {r['seed']} failed: {r['error']}", file=sys.stderr)
+        failed += len(errors)
     if not args.no_report:
         build_report(args.results, args.report)
         print(f"wrote {args.report}")
-    return 0
+    return 1 if args.strict and failed else 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ def test_workload_make_step_eval(wid: str) -> None:
     assert all(math.isclose(b / a, 2.0) for a, b in zip(grid, grid[1:]))
     assert any(math.isclose(lr, w.default_lr) for lr in grid)
     assert w.quick_steps * 5 <= w.full_steps
+    assert w.grid_schedules and set(w.grid_schedules) <= set(SCHEDULES)
     inst = w.make(0)
     opt = build_optimizer(w, "cosine", inst.model.parameters(), 10)
     before = [p.detach().clone() for p in inst.model.parameters()]
@@ -89,6 +90,10 @@ def test_plan_covers_grid_and_methods() -> None:
     with pytest.raises(ValueError, match=r"unknown methods \['sgdr'\]"):
         plan_runs(w, ["sgdr"], [0])
     assert set(METHODS) >= {"cosine", "linear", "wsd", "constant", "schedulefree", "prodigy"}
+    assert "pb2" in METHODS
+    w3 = WORKLOADS["W3"]
+    assert {s.method for s in plan_runs(w3, ["cosine", "linear"], [0])} == {"cosine"}
+    assert [s.key for s in plan_runs(w, ["pb2"], [0, 1])] == ["pb2#seed0", "pb2#seed1"]
 
 
 def test_baseline_run_at_tiny_budget() -> None:
@@ -142,3 +147,120 @@ def test_autolr_hook_filters_settings() -> None:
     ok, err = autolr_hook.availability()
     assert isinstance(ok, bool) and (ok or err)
     assert set(autolr_hook.VARIANTS) == {"autolr", "autolr-paper"}
+
+
+def test_runner_strict_fails_on_a_failed_run(tmp_path: Path, monkeypatch) -> None:
+    from benchmarks import run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(run, "run_one", broken)
+    argv = ["--workloads", "S0", "--seeds", "1", "--steps", "20", "--methods", "prodigy"]
+    argv += ["--results", str(tmp_path), "--no-report"]
+    assert run.main(argv) == 0  # a failed run is recorded, the others go on
+    data = json.loads((tmp_path / "S0_T20.json").read_text())
+    assert data["runs"][0]["error"] == "RuntimeError: boom"
+    assert run.main([*argv, "--strict"]) == 1
+
+
+def test_diagnostics_from_run_log_records() -> None:
+    records = [
+        {"type": "probe", "stage": 0, "lr": 0.1, "diverged": False, "forecast": 0.5},
+        {"type": "probe", "stage": 0, "lr": 1.0, "diverged": True, "reason": "loss blew up"},
+        {
+            "type": "decision",
+            "stage": 0,
+            "reason": "best_forecast",
+            "candidates": [{"lr": 0.1, "forecast": 0.5}, {"lr": 1.0, "forecast": None}],
+        },
+        {"type": "rollback", "stage": 0, "lr": 0.1, "reason": "loss rose"},
+        {"type": "decision", "stage": 0, "reason": "fallback", "candidates": []},
+        {"type": "exploit_end", "stage": 0, "lr": 0.001, "forecast": 0.5, "actual": 0.4},
+    ]
+    d = autolr_hook.diagnostics(records)
+    assert d["probes"] == 2 and d["diverged_probes"] == 1
+    assert d["diverged_reasons"] == ["loss blew up"]
+    assert d["rollbacks"] == 1 and d["rollback_reasons"] == ["loss rose"]
+    assert d["fallbacks"] == 1
+    assert d["forecast_rel_error"] == [pytest.approx(0.25)]
+    assert d["candidates"] == {0: [[0.1, 0.5], [1.0, None]]}
+    json.dumps(d)
+
+
+def test_autolr_run_reports_config_and_diagnostics() -> None:
+    w = WORKLOADS["S0"]
+    variant = autolr_hook.AutoLRVariant("v", "v", val_objective=True)
+    r = run_one(w, RunSpec("v", 0), total_steps=200, eval_points=4, autolr_variant=variant)
+    assert r["steps"] == 200 and math.isfinite(r["final_val"])
+    info = r["autolr"]
+    assert info["settings"]["objective"] == "val_loss"
+    assert info["config"]["objective"] == "val_loss" and info["config"]["total_steps"] == 200
+    assert info["diagnostics"]["probes"] >= 1
+    json.dumps(r)
+
+
+def test_micro_benchmarks_run_at_tiny_sizes() -> None:
+    from benchmarks import micro
+
+    (over,) = micro.bench_overhead(steps=20, repeats=1, tau_probes=(20,))
+    assert over["tau_probe"] == 20 and over["cpu_plain_us"] > 0
+    (fc,) = micro.bench_forecast([(3, 30)], repeats=1)
+    assert fc["series"] == 3 and fc["max_rel_gap_at_10T"] < 1e-3  # batched == reference
+    (snap,) = micro.bench_snapshot([2_000], repeats=1)
+    assert snap["snapshot_bytes"] >= snap["bytes"]  # the same tensors, plus step counters
+    assert snap["bytes"] >= 3 * 4 * snap["params"]  # parameters and two AdamW moments
+    (dec,) = micro.bench_decision([3], repeats=1)[:1]
+    assert dec["k"] == 3 and dec["gp_points"] == 3 and dec["median_s"] > 0
+
+
+def test_ablation_runs_and_report_sections(tmp_path: Path) -> None:
+    from benchmarks import ablate, micro, report
+
+    names, skipped = ablate.variants()
+    assert ablate.DEFAULT in names and "objective=val_loss" in names
+    assert not set(names) & set(skipped)
+    argv = ["--workloads", "S0", "--seeds", "1", "--steps", "200", "--only", "objective"]
+    argv += ["--results", str(tmp_path), "--no-report", "--logs", str(tmp_path / "logs")]
+    assert ablate.main(argv) == 0
+    data = json.loads((tmp_path / "ablations" / "S0_T200.json").read_text())
+    assert {r["method"] for r in data["runs"]} == {"default", "objective=val_loss"}
+    assert all(r.get("error") is None for r in data["runs"])
+    assert len(list((tmp_path / "logs").glob("*.jsonl"))) == 2
+    (tmp_path / "micro.json").write_text(
+        json.dumps({"meta": {**_MICRO_META}, "forecast": micro.bench_forecast([(2, 20)], 1)})
+    )
+    text = report.build_report(tmp_path, tmp_path / "B.md")
+    assert "## Ablations of autolr's options" in text and "| objective | val_loss |" in text
+    assert "## Micro-benchmarks" in text and "| 2 x 20 |" in text
+
+
+_MICRO_META = {
+    "quick": True,
+    "python": "3",
+    "torch": "2",
+    "threads": 1,
+    "cpus": 1,
+    "date": "today",
+    "wall_time_s": 1.0,
+    "load_average_start": [1.0, 1.0, 1.0],
+}
+
+
+@pytest.mark.slow
+def test_pb2_spends_the_budget_over_the_population() -> None:
+    pytest.importorskip("sklearn")
+    ray = pytest.importorskip("ray")
+    from benchmarks import pb2
+
+    try:
+        r = pb2.run_pb2(WORKLOADS["S0"], 0, total_steps=48, population=4, perturbations=2)
+    finally:
+        ray.shutdown()
+    assert r["method"] == "pb2" and r["steps"] == 48  # 4 members x 12 steps
+    assert r["pb2"]["member_steps"] == 12 and r["pb2"]["interval"] == 6
+    assert math.isfinite(r["final_val"]) and math.isfinite(r["final_test"])
+    lo, hi = WORKLOADS["S0"].lr_range()
+    assert all(lo * 0.999 <= lr <= hi * 1.001 for lr in r["lr_curve"]["values"])
+    assert r["val_curve"][-1][0] == 48
+    json.dumps(r)
