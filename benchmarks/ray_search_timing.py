@@ -39,10 +39,10 @@ from typing import Any
 
 import ray
 import torch
-from autolr.integrations.ray import RayProber
 from torch import nn
 
 import autolr
+from autolr.integrations.ray import RayProber
 from autolr.probing import LocalProber, ProbeRequest
 from autolr.snapshot import capture
 

@@ -19,7 +19,6 @@ import sysconfig
 import time
 
 import torch
-from autolr.integrations.hf import AutoLRSCallback
 from torch.utils.data import Dataset
 from transformers import (
     GPT2Config,
@@ -30,6 +29,8 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+
+from autolr.integrations.hf import AutoLRSCallback
 
 MODULES = ["argparse.py", "textwrap.py", "difflib.py", "pprint.py", "heapq.py", "fractions.py"]
 BLOCK = 64

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from autolr.integrations.lightning import AutoLRSCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from sklearn.datasets import load_digits
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+from autolr.integrations.lightning import AutoLRSCallback
 
 
 class DigitsMLP(pl.LightningModule):

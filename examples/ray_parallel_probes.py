@@ -17,11 +17,11 @@ import time
 
 import ray
 import torch
-from autolr.integrations.ray import RayProber
 from sklearn.datasets import load_digits
 from torch import nn
 
 import autolr
+from autolr.integrations.ray import RayProber
 
 BATCH = 128
 NOISE = 0.6

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import ray
 import torch
-from autolr.integrations.ray_tune import autolrs_trainable
 from ray import tune
 from sklearn.datasets import load_digits
 from torch import nn
+
+from autolr.integrations.ray_tune import autolrs_trainable
 
 BATCH = 128
 NOISE = 0.6

@@ -12,7 +12,6 @@ from torch.utils.data import Dataset
 
 pytest.importorskip("transformers")
 
-from autolr.integrations.hf import STATE_FILE, AutoLRSCallback  # noqa: E402
 from transformers import (  # noqa: E402
     GPT2Config,
     GPT2LMHeadModel,
@@ -23,6 +22,7 @@ from transformers import (  # noqa: E402
 
 from autolr import Phase  # noqa: E402
 from autolr.errors import ConfigError, SchedulerConflictWarning, StateError  # noqa: E402
+from autolr.integrations.hf import STATE_FILE, AutoLRSCallback  # noqa: E402
 
 torch.set_num_threads(1)
 

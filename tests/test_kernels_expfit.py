@@ -13,6 +13,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from autolr.errors import ConfigError, FitError, InputError
 from autolr.kernels import (
     ExpFit,
     PowerLawFit,
@@ -26,10 +30,6 @@ from autolr.kernels import (
     valid_mask,
 )
 from autolr.kernels import expfit as expfit_module
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from autolr.errors import ConfigError, FitError, InputError
 
 F64 = torch.float64
 

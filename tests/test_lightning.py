@@ -23,7 +23,6 @@ from torch.utils.data import DataLoader, TensorDataset
 pytest.importorskip("lightning")
 
 import lightning.pytorch as pl  # noqa: E402
-from autolr.integrations.lightning import AutoLRSCallback  # noqa: E402
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
 from lightning.pytorch.strategies import SingleDeviceStrategy  # noqa: E402
@@ -31,6 +30,7 @@ from lightning.pytorch.strategies import SingleDeviceStrategy  # noqa: E402
 from autolr import Phase  # noqa: E402
 from autolr.controller import PHASE_CODES  # noqa: E402
 from autolr.errors import ConfigError, SchedulerConflictWarning, StateError  # noqa: E402
+from autolr.integrations.lightning import AutoLRSCallback  # noqa: E402
 from autolr.runlog import read_run_log  # noqa: E402
 
 torch.set_num_threads(1)
