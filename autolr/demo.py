@@ -137,18 +137,17 @@ def run_demo(
     def val_loss() -> float:
         return evaluate(model, data.x_val, data.y_val)[0]
 
-    tuner = AutoLRS(
-        model,
-        opt,
-        min_lr=1e-3,
-        max_lr=3.0,
-        total_steps=steps,
-        seed=seed,
-        val_fn=val_loss,
-        val_every=2,
-        log_path=log_path,
-        **(options or {}),
-    )
+    settings: dict[str, Any] = {
+        "min_lr": 1e-3,
+        "max_lr": 3.0,
+        "total_steps": steps,
+        "seed": seed,
+        "val_fn": val_loss,
+        "val_every": 2,
+        "log_path": log_path,
+    }
+    settings.update(options or {})
+    tuner = AutoLRS(model, opt, **settings)
     for batch in tuner.batches(batch_stream(data, batch_size, seed)):
         tuner.step(train_step(model, opt, batch))
         if progress is not None:

@@ -373,6 +373,15 @@ def _draw_stage(
             ax_curves.plot([c["tau"]], [c["forecast"]], "x", color=color)
     if curves:
         ax_curves.axvline(curves[0]["tau"], color="grey", lw=0.8, ls=":")
+        # A diverged probe's losses can reach 1e38: scale the axis to the others.
+        kept = [np.asarray(c["losses"], dtype=float) for c in curves if not c["diverged"]]
+        kept = [v[np.isfinite(v)] for v in kept]
+        kept = [v for v in kept if v.size]
+        if kept:
+            low = min(float(v.min()) for v in kept)
+            high = max(float(v.max()) for v in kept)
+            pad = 0.1 * (high - low) or 0.1 * abs(high) or 1.0
+            ax_curves.set_ylim(low - pad, high + 3 * pad)
     ax_curves.set_title(f"stage {stage}: probes and their forecasts (x: forecast at tau)")
     ax_curves.set_xlabel("probe step")
     ax_curves.set_ylabel("objective")
