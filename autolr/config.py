@@ -83,6 +83,7 @@ class AutoLRSConfig:
     loss_floor: float | None = 0.0
     forecast_pessimism: float = 0.0
     decide_by: str = "forecast"
+    prefer_larger: float = 0.0
     seed: int = 0
     gp_device: str = "auto"
     snapshot_device: str = "cpu"
@@ -135,6 +136,7 @@ class AutoLRSConfig:
         self.forecast_pessimism = _check_fraction(
             "forecast_pessimism", self.forecast_pessimism, 0.0, 10.0
         )
+        self.prefer_larger = _check_fraction("prefer_larger", self.prefer_larger, 0.0, 1.0)
         if self.decide_by not in DECISIONS:
             raise ConfigError(f"decide_by must be one of {DECISIONS}, got {self.decide_by!r}")
         if self.objective not in OBJECTIVES:

@@ -165,6 +165,9 @@ class AutoLRS:
         decide_by: ``"forecast"`` (the lowest forecast, as in AutoLRS) or
             ``"posterior"`` (the lowest GP posterior mean among the probed LRs,
             which smooths noisy forecasts across neighbouring LRs).
+        prefer_larger: counter the short-horizon bias towards small LRs: among
+            candidates whose forecast improvement is at least ``1 -
+            prefer_larger`` times the best one's, take the largest LR (0: off).
         seed: seeds every choice the controller makes; the same seed gives the
             same LR sequence for the same losses.
         gp_device: device of the GP: ``"auto"`` (CUDA when available) or a device name.
@@ -217,6 +220,7 @@ class AutoLRS:
         loss_floor: float | None = 0.0,
         forecast_pessimism: float = 0.0,
         decide_by: str = "forecast",
+        prefer_larger: float = 0.0,
         seed: int = 0,
         gp_device: str = "auto",
         snapshot_device: str = "cpu",
@@ -264,6 +268,7 @@ class AutoLRS:
             loss_floor=loss_floor,
             forecast_pessimism=forecast_pessimism,
             decide_by=decide_by,
+            prefer_larger=prefer_larger,
             seed=seed,
             gp_device=gp_device,
             snapshot_device=snapshot_device,
@@ -729,7 +734,7 @@ class AutoLRS:
             candidates, key=lambda p: p.forecast if p.forecast is not None else math.inf
         )
         if self.config.decide_by != "posterior" or len(candidates) < 3:
-            return by_forecast
+            return self._prefer_larger(by_forecast)
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.config.seed)
@@ -740,7 +745,30 @@ class AutoLRS:
             logger.warning("posterior ranking failed (%s); ranking by forecast", exc)
             return by_forecast
         order = sorted(range(len(candidates)), key=lambda i: float(mean[i]))
-        return [candidates[i] for i in order]
+        return self._prefer_larger([candidates[i] for i in order])
+
+    def _prefer_larger(self, ranked: list[ProbeRecord]) -> list[ProbeRecord]:
+        """Move to the front the largest LR whose forecast gain is near the best one's.
+
+        Short probes are biased towards small LRs (they cut the noise at once,
+        while a large LR's gain shows over a longer horizon). With
+        ``prefer_larger = d``, any candidate whose forecast improvement over the
+        stage start loss is at least ``1 - d`` times the best candidate's counts
+        as a tie, and the tie goes to the largest LR.
+        """
+        d = self.config.prefer_larger
+        stage = self.stage
+        if d <= 0 or len(ranked) < 2 or stage is None or stage.ref_loss is None:
+            return ranked
+        ref = stage.val0 if self.val_fn is not None and stage.val0 is not None else stage.ref_loss
+        best = ranked[0].forecast
+        assert best is not None
+        gain = ref - best
+        if gain <= 0:
+            return ranked
+        near = [p for p in ranked if p.forecast is not None and ref - p.forecast >= (1 - d) * gain]
+        pick = max(near, key=lambda p: p.lr)
+        return [pick] + [p for p in ranked if p is not pick]
 
     def _start_exploit(self, target: int, from_probe: bool) -> None:
         assert self.stage is not None

@@ -35,6 +35,7 @@ def _tuner(**kw):
         ({"probes": 0}, r"probes must be an integer >= 1, got 0"),
         ({"acquisition": "pi"}, r"acquisition must be one of .*got 'pi'"),
         ({"decide_by": "vote"}, r"decide_by must be one of .*got 'vote'"),
+        ({"prefer_larger": 2}, r"prefer_larger must be in \[0\.0, 1\.0\], got 2"),
         ({"guard_factor": 0.9}, r"guard_factor must be above 1, got 0\.9"),
         ({"anneal_fraction": 1.5}, r"anneal_fraction must be in \[0\.0, 0\.9\], got 1\.5"),
         ({"gp_device": "tpu9"}, r"gp_device must be 'auto' or a torch device, got 'tpu9'"),

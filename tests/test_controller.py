@@ -399,3 +399,16 @@ def test_decide_by_posterior_picks_a_probed_lr(task):
     for d in decisions:
         if d["reason"] == "best_posterior":
             assert d["lr"] in [c["lr"] for c in d["candidates"] if c["forecast"] is not None]
+
+
+def test_prefer_larger_takes_the_largest_near_best_lr(task):
+    plain, *_ = _run(task, steps=500)
+    bold, *_ = _run(task, steps=500, prefer_larger=1.0)
+    first = [p for p in bold.log.of_type("probe") if p["stage"] == 0]
+    ref = sorted(p["train_losses"][0] for p in first)[len(first) // 2]
+    d0 = bold.log.of_type("decision")[0]
+    improving = [
+        c["lr"] for c in d0["candidates"] if c["forecast"] is not None and c["forecast"] <= ref
+    ]
+    assert d0["lr"] == max(improving)
+    assert d0["lr"] >= plain.log.of_type("decision")[0]["lr"]
