@@ -64,9 +64,8 @@ def autolr_source_hash() -> str | None:
     checkout has uncommitted changes elsewhere.
     """
     try:
-        import autolr.kernels
-
         import autolr
+        import autolr.kernels
     except Exception:  # noqa: BLE001 - reported as unknown
         return None
     root = Path(autolr.__file__).resolve().parent
