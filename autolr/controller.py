@@ -797,6 +797,10 @@ class AutoLRS:
             return
         done = len(stage.exploit_losses) >= stage.exploit_target and not stage.spec.final
         if done or self._at_anneal():
+            reason = self._end_guard()
+            if reason is not None:
+                self._rollback(reason)
+                return
             self._end_exploit()
 
     def _guard_reason(self, recent: list[float | None], window: int) -> str | None:
@@ -804,8 +808,8 @@ class AutoLRS:
 
         Fires when the median of the last ``window`` losses exceeds
         ``guard_factor`` times the stage's start loss, or when the exploit had
-        clearly improved (below start / ``guard_factor``) and then gave it all
-        back (above the start loss again): the signature of a network the LR killed.
+        clearly improved (below start / ``guard_factor``) and then gave back
+        nine tenths of that gain: the signature of a network the LR killed.
         """
         stage = self.stage
         assert stage is not None
@@ -823,8 +827,33 @@ class AutoLRS:
         stage.exploit_best = med if stage.exploit_best is None else min(stage.exploit_best, med)
         if med > max(gf * ref, ref + margin):
             return f"loss rose above {gf:g}x the stage start loss"
-        if stage.exploit_best < min(ref / gf, ref - margin) and med > ref + margin / 2:
-            return "loss fell, then rose back above the stage start loss"
+        best = stage.exploit_best
+        if best < min(ref / gf, ref - margin) and med - best > 0.9 * (ref - best):
+            return "loss fell, then rose back to the stage start loss"
+        return None
+
+    def _end_guard(self) -> str | None:
+        """At the end of an exploit: did the stage leave the loss clearly above its start?
+
+        A too-large LR can degrade training slowly, stage after stage, without
+        ever crossing the in-exploit thresholds. A stage whose last losses sit
+        above the loss at its snapshot by more than the per-step noise allows
+        is rolled back like any other failed exploit.
+        """
+        stage = self.stage
+        assert stage is not None
+        window = self._guard_window()
+        recent = [v for v in stage.exploit_losses[-window:] if v is not None]
+        if (
+            stage.ref_loss is None
+            or stage.spec.probes == 0
+            or len(recent) < window
+            or stage.chosen_lr in stage.rejected
+        ):
+            return None
+        margin = 4.0 * self._noise() / math.sqrt(window) + 0.02 * abs(stage.ref_loss)
+        if statistics.median(recent) > stage.ref_loss + margin:
+            return "the stage ended above its start loss"
         return None
 
     def _noise(self) -> float:
@@ -877,6 +906,12 @@ class AutoLRS:
         self.restored = True
         self._dirty = False
         if self._at_anneal():
+            # No budget to exploit again: anneal from the snapshot at the next-best LR.
+            ranked = self._rank(
+                [p for p in stage.probes if p.forecast is not None and p.lr not in stage.rejected]
+            )
+            self._set_lr(ranked[0].lr if ranked else self.config.min_lr)
+            self.stage_index += 1
             self._enter_tail()
         else:
             self._decide("rollback")

@@ -412,3 +412,22 @@ def test_prefer_larger_takes_the_largest_near_best_lr(task):
     ]
     assert d0["lr"] == max(improving)
     assert d0["lr"] >= plain.log.of_type("decision")[0]["lr"]
+
+
+def test_a_stage_that_ends_above_its_start_is_rolled_back(task):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=1000, seed=0, guard_factor=4.0)
+    for batch in task.stream():
+        loss = train_step(model, opt, batch)
+        stage = tuner.stage
+        if tuner.phase is Phase.EXPLOIT and tuner.stage_index == 1 and stage.ref_loss:
+            # Clearly worse than the start (beyond the noise), never past guard_factor:
+            # only the check at the end of the exploit sees it.
+            loss = loss * 0 + stage.ref_loss * 2.5
+        tuner.step(loss)
+        if tuner.finished or tuner.log.of_type("rollback"):
+            break
+    (rb,) = tuner.log.of_type("rollback")
+    assert rb["reason"] == "the stage ended above its start loss"
+    assert tuner.restored and tuner.lr != rb["lr"]
