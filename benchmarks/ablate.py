@@ -57,6 +57,7 @@ CHANGES: list[tuple[str, Any, dict[str, Any], dict[str, Any]]] = [
     ("forecast_pessimism", 1.0, {"forecast_pessimism": 1.0}, {}),
     ("forecast_pessimism", 2.0, {"forecast_pessimism": 2.0}, {}),
     ("decide_by", "posterior", {"decide_by": "posterior"}, {}),
+    ("prefer_larger", 0.2, {"prefer_larger": 0.2}, {}),
     ("forecaster", "power_law", {"forecaster": "power_law"}, {}),
 ]
 
@@ -242,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     if not ok:
         print(f"autolr is not importable: {err}", file=sys.stderr)
         return 1
+    autolr_source_hash()  # of the sources just imported, before they can change
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.ERROR)
     logs = args.logs or Path(tempfile.mkdtemp(prefix="autolr_ablation_logs_"))

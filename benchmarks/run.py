@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -29,9 +30,9 @@ import torch
 from tqdm import tqdm
 
 from benchmarks import autolr_hook, pb2
-from benchmarks.methods import METHODS, RunSpec, plan_runs, run_one
+from benchmarks.methods import LR_FREE, METHODS, RunSpec, plan_runs, run_one
 from benchmarks.report import REPORT_PATH, RESULTS_DIR, build_report, summarize
-from benchmarks.schedules import COOLDOWN_FRACTION, WARMUP_FRACTION
+from benchmarks.schedules import COOLDOWN_FRACTION, SCHEDULES, WARMUP_FRACTION
 from benchmarks.workloads import WORKLOADS
 
 QUICK_EVAL_POINTS = 10
@@ -57,11 +58,14 @@ def _git_commit() -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+@functools.cache
 def autolr_source_hash() -> str | None:
     """sha256 (16 hex digits) of the installed autolr's algorithm sources.
 
     Tells apart results made with different controller code, also when the
-    checkout has uncommitted changes elsewhere.
+    checkout has uncommitted changes elsewhere. Computed once per process, when
+    autolr is first imported (call it before any run): a process keeps running
+    the code it imported even if the files change under it.
     """
     try:
         import autolr
@@ -123,8 +127,26 @@ def _rounded(obj: Any, digits: int = 6) -> Any:
 
 
 def _compatible(old: dict, new: dict) -> bool:
-    keys = ("total_steps", "lr_grid", "eval_points", "optimizer", "default_lr", "weight_decay")
-    return all(old.get(k) == new.get(k) for k in keys)
+    """Whether saved runs can sit beside new ones: same budget and training setup.
+
+    The LR grid may have grown (points added at either end); see :func:`_still_valid`.
+    """
+    keys = ("total_steps", "eval_points", "optimizer", "default_lr", "weight_decay")
+    return all(old.get(k) == new.get(k) for k in keys) and set(old.get("lr_grid", [])) <= set(
+        new.get("lr_grid", [])
+    )
+
+
+def _still_valid(run: dict[str, Any], old: dict, new: dict) -> bool:
+    """A saved run stays unless it depended on the grid's range and the range changed.
+
+    Grid runs keep their own peak LR. autolr and PB2 search the grid's range, so
+    their runs are dropped when a widened grid moves its ends.
+    """
+    if run["method"] in SCHEDULES or run["method"] in LR_FREE:
+        return True
+    same_range = (old["lr_grid"][0], old["lr_grid"][-1]) == (new["lr_grid"][0], new["lr_grid"][-1])
+    return same_range
 
 
 def run_workload(
@@ -136,8 +158,12 @@ def run_workload(
     results_dir: Path,
     steps: int | None = None,
     eval_points: int | None = None,
+    missing_only: bool = False,
 ) -> Path:
-    """Run the planned runs of one workload and save (merge) its results file."""
+    """Run the planned runs of one workload and save (merge) its results file.
+
+    With ``missing_only``, planned runs already saved (and still valid) are not rerun.
+    """
     workload = WORKLOADS[wid]
     total = steps or workload.steps(quick)
     mode = f"T{total}" if steps else ("quick" if quick else "full")
@@ -163,9 +189,15 @@ def run_workload(
         old = json.loads(path.read_text())
         if _compatible(old["meta"], meta):
             new_keys = {s.key for s in plan}
+            valid = [r for r in old["runs"] if _still_valid(r, old["meta"], meta)]
+            if missing_only:
+                valid = [r for r in valid if not r.get("error")]  # failed runs are redone
+                done = {RunSpec(r["method"], r["seed"], r["peak_lr"]).key for r in valid}
+                plan = [spec for spec in plan if spec.key not in done]
+                new_keys = set()
             kept = [
                 r
-                for r in old["runs"]
+                for r in valid
                 if RunSpec(r["method"], r["seed"], r["peak_lr"]).key not in new_keys
             ]
             old_wall = old["meta"].get("wall_time_s", 0.0) if kept else 0.0
@@ -237,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--strict", action="store_true", help="exit with status 1 when any run failed (for CI)"
     )
+    parser.add_argument(
+        "--missing-only", action="store_true", help="skip planned runs already in the results"
+    )
     args = parser.parse_args(argv)
 
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
@@ -252,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     args.results.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.WARNING)
+    autolr_hook.availability()  # import autolr now, and hash the sources it was imported from
+    autolr_source_hash()
 
     failed = 0
     for wid in workloads:
@@ -263,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             results_dir=args.results,
             steps=args.steps,
             eval_points=args.eval_points,
+            missing_only=args.missing_only,
         )
         print(f"wrote {path}")
         errors = [r for r in json.loads(path.read_text())["runs"] if r.get("error")]

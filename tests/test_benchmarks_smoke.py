@@ -264,3 +264,32 @@ def test_pb2_spends_the_budget_over_the_population() -> None:
     assert all(lo * 0.999 <= lr <= hi * 1.001 for lr in r["lr_curve"]["values"])
     assert r["val_curve"][-1][0] == 48
     json.dumps(r)
+
+
+def test_runner_keeps_runs_when_the_grid_widens(tmp_path: Path, monkeypatch) -> None:
+    import dataclasses
+
+    from benchmarks import run
+
+    w = WORKLOADS["S0"]
+    argv = ["--workloads", "S0", "--seeds", "1", "--steps", "20", "--methods", "constant,prodigy"]
+    argv += ["--results", str(tmp_path), "--no-report"]
+    assert run.main(argv) == 0
+    before = json.loads((tmp_path / "S0_T20.json").read_text())["runs"]
+    wider = dataclasses.replace(w, grid_exponents=(-4, *w.grid_exponents))
+    monkeypatch.setitem(WORKLOADS, "S0", wider)
+    assert run.main([*argv, "--missing-only"]) == 0
+    data = json.loads((tmp_path / "S0_T20.json").read_text())
+    lrs = sorted(r["peak_lr"] for r in data["runs"] if r["method"] == "constant")
+    assert lrs == pytest.approx(wider.lr_grid())
+    assert all(r in data["runs"] for r in before)  # saved runs kept as they were, not rerun
+    assert sum(r["method"] == "prodigy" for r in data["runs"]) == 1
+    assert data["meta"]["lr_grid"] == pytest.approx(wider.lr_grid())
+
+
+def test_spearman_rank_correlation() -> None:
+    from benchmarks.report import spearman
+
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert spearman([1, 2, 2, 3], [4, 3, 3, 1]) == pytest.approx(-1.0)  # ties: mean ranks
+    assert math.isnan(spearman([1, 2], [1, 2]))
