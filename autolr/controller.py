@@ -817,15 +817,11 @@ class AutoLRS:
         """
         stage = self.stage
         assert stage is not None
-        if (
-            stage.ref_loss is None
-            or stage.spec.probes == 0
-            or len(recent) < window
-            or stage.chosen_lr in stage.rejected
-        ):
+        ref = self._guard_ref(len(recent), window)
+        if ref is None:
             return None
         med = statistics.median(v for v in recent if v is not None)
-        gf, ref = self.config.guard_factor, stage.ref_loss
+        gf = self.config.guard_factor
         # "Clearly" above: beyond the factor and beyond the per-step noise.
         margin = 4.0 * self._noise()
         stage.exploit_best = med if stage.exploit_best is None else min(stage.exploit_best, med)
@@ -835,6 +831,18 @@ class AutoLRS:
         if best < min(ref / gf, ref - margin) and med - best > 0.9 * (ref - best):
             return "loss fell, then rose back to the stage start loss"
         return None
+
+    def _guard_ref(self, n_recent: int, window: int) -> float | None:
+        """The stage's start loss when the guard judges this exploit, else None.
+
+        The guard needs a known start loss, a searched stage, a full window, and
+        an LR not already rejected (the fallback).
+        """
+        stage = self.stage
+        assert stage is not None
+        if stage.spec.probes == 0 or n_recent < window or stage.chosen_lr in stage.rejected:
+            return None
+        return stage.ref_loss
 
     def _end_guard(self) -> str | None:
         """At the end of an exploit: did the stage leave the loss clearly above its start?
@@ -848,15 +856,11 @@ class AutoLRS:
         assert stage is not None
         window = self._guard_window()
         recent = [v for v in stage.exploit_losses[-window:] if v is not None]
-        if (
-            stage.ref_loss is None
-            or stage.spec.probes == 0
-            or len(recent) < window
-            or stage.chosen_lr in stage.rejected
-        ):
+        ref = self._guard_ref(len(recent), window)
+        if ref is None:
             return None
-        margin = 4.0 * self._noise() / math.sqrt(window) + 0.02 * abs(stage.ref_loss)
-        if statistics.median(recent) > stage.ref_loss + margin:
+        margin = 4.0 * self._noise() / math.sqrt(window) + 0.02 * abs(ref)
+        if statistics.median(recent) > ref + margin:
             return "the stage ended above its start loss"
         return None
 
