@@ -120,7 +120,7 @@ class AutoLRS:
         tau_probe: probe length in steps (default ``probe_fraction * tau``).
         probe_fraction: ``tau_probe / tau`` when ``tau_probe`` is not given (0.1).
         growth: factor by which ``tau`` grows each stage (2).
-        probes: candidate LRs probed per stage (AutoLRS: 10; 5 with a budget).
+        probes: candidate LRs probed per stage (AutoLRS: 10; 3 with a budget).
         parallel_probes: candidates proposed at once (batch acquisition); used by
             a parallel ``prober``.
         min_probe_steps: shortest probe worth running; a stage whose probes
@@ -168,6 +168,14 @@ class AutoLRS:
         prefer_larger: counter the short-horizon bias towards small LRs: among
             candidates whose forecast improvement is at least ``1 -
             prefer_larger`` times the best one's, take the largest LR (0: off).
+        lr_trust: after the first stage, each stage probes only LRs within
+            this factor of the previous stage's LR, ``[lr / lr_trust, lr *
+            lr_trust]`` clipped to ``[min_lr, max_lr]`` (2.0; None: the whole
+            range every stage, as in AutoLRS). The first stage searches the
+            whole range. Short probes favour small LRs (short-horizon bias), so
+            an unrestricted search tends to collapse the LR after the first
+            stage; the trust region makes the schedule move by at most this
+            factor a stage and lets fewer probes cover the narrower range.
         seed: seeds every choice the controller makes; the same seed gives the
             same LR sequence for the same losses.
         gp_device: device of the GP: ``"auto"`` (CUDA when available) or a device name.
@@ -221,6 +229,7 @@ class AutoLRS:
         forecast_pessimism: float = 0.0,
         decide_by: str = "forecast",
         prefer_larger: float = 0.0,
+        lr_trust: float | None = 2.0,
         seed: int = 0,
         gp_device: str = "auto",
         snapshot_device: str = "cpu",
@@ -269,6 +278,7 @@ class AutoLRS:
             forecast_pessimism=forecast_pessimism,
             decide_by=decide_by,
             prefer_larger=prefer_larger,
+            lr_trust=lr_trust,
             seed=seed,
             gp_device=gp_device,
             snapshot_device=snapshot_device,
@@ -461,6 +471,7 @@ class AutoLRS:
         if spec.cost <= 0:
             self._enter_tail()
             return
+        bounds = self._stage_bounds()
         ref = statistics.median(self._recent) if self._recent else None
         # The objective at the snapshot (t = 0 of every probe), before the capture so
         # that whatever RNG the validation draws is the same for every probe.
@@ -485,7 +496,7 @@ class AutoLRS:
         )
         self._winner, self._winner_index = None, None
         self._dirty = False
-        self.proposer.reset(self.stage_index, self.stage.progress)
+        self.proposer.reset(self.stage_index, self.stage.progress, bounds)
         self.log.write(
             "stage_start",
             self.global_step,
@@ -495,6 +506,7 @@ class AutoLRS:
             probes=spec.probes,
             exploit_steps=spec.exploit_steps,
             recent=list(self._recent),
+            lr_bounds=list(bounds) if bounds is not None else None,
         )
         logger.info(
             "stage %d: tau=%d tau_probe=%d probes=%d",
@@ -598,6 +610,21 @@ class AutoLRS:
                 self._start_probe(self.proposer.propose(1)[0])
         else:
             self._decide("best_forecast")
+
+    def _stage_bounds(self) -> tuple[float, float] | None:
+        """LRs the next stage may probe: within ``lr_trust`` of the last stage's LR.
+
+        None (the whole range) for the first stage, without ``lr_trust``, and
+        after a stage that fell back to ``min_lr`` because every candidate failed.
+        Called before the new stage replaces ``self.stage``.
+        """
+        trust, cfg = self.config.lr_trust, self.config
+        last = self.stage
+        if trust is None or last is None or last.chosen_forecast is None:
+            return None
+        lo = max(cfg.min_lr, self.lr / trust)
+        hi = min(cfg.max_lr, self.lr * trust)
+        return (lo, hi) if lo < hi else None
 
     def _forecast(self, probe: ProbeRecord, tau: int) -> None:
         t = torch.tensor(probe.t, dtype=torch.float64)

@@ -54,7 +54,9 @@ class Proposer(Protocol):
 
     def mark_diverged(self, lr: float) -> None: ...
 
-    def reset(self, stage: int, progress: float) -> None: ...
+    def reset(
+        self, stage: int, progress: float, bounds: tuple[float, float] | None = None
+    ) -> None: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
@@ -115,6 +117,7 @@ class GPProposer:
         self.stage = 0
         self.progress = 0.0
         self.calls = 0
+        self.bounds = (0.0, 1.0)
         self.last_fit: dict[str, Any] | None = None
 
     # -- conversions -------------------------------------------------------
@@ -125,11 +128,21 @@ class GPProposer:
         return math.exp(self.log_min + x * (self.log_max - self.log_min))
 
     # -- protocol ----------------------------------------------------------
-    def reset(self, stage: int, progress: float) -> None:
-        """Start a stage: forget other stages' data unless ``warm_start``."""
+    def reset(self, stage: int, progress: float, bounds: tuple[float, float] | None = None) -> None:
+        """Start a stage: forget other stages' data unless ``warm_start``.
+
+        ``bounds``: the ``(low, high)`` LRs this stage may propose (default: the
+        whole ``[min_lr, max_lr]`` range).
+        """
         self.stage = stage
         self.progress = progress
         self.calls = 0
+        self.bounds = (0.0, 1.0)
+        if bounds is not None:
+            lo, hi = (min(max(self.to_x(b), 0.0), 1.0) for b in bounds)
+            if not lo < hi:
+                raise ValueError(f"stage bounds must satisfy low < high, got {bounds!r}")
+            self.bounds = (lo, hi)
         if not self.warm_start:
             self.observations = []
 
@@ -161,6 +174,8 @@ class GPProposer:
     # -- internals ---------------------------------------------------------
     def _grid(self) -> torch.Tensor:
         grid = torch.linspace(0.0, 1.0, GRID_SIZE, dtype=torch.float64)
+        lo, hi = self.bounds
+        grid = grid[(grid >= lo - 1e-12) & (grid <= hi + 1e-12)]
         taken = [o.x for o in self.stage_observations()]
         if not taken:
             return grid
@@ -176,7 +191,8 @@ class GPProposer:
         for i in range(done, min(self.initial, done + q)):
             # Interleave strata so the first probes already span the range.
             stratum = _interleaved(self.initial)[i]
-            xs.append(float((stratum + offsets[stratum]) / self.initial))
+            lo, hi = self.bounds
+            xs.append(lo + (hi - lo) * float((stratum + offsets[stratum]) / self.initial))
         while len(xs) < q:
             xs.append(self._largest_gap(xs))
         return xs
@@ -310,6 +326,7 @@ class GPProposer:
             "stage": self.stage,
             "progress": self.progress,
             "calls": self.calls,
+            "bounds": list(self.bounds),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -317,6 +334,8 @@ class GPProposer:
         self.stage = int(state["stage"])
         self.progress = float(state["progress"])
         self.calls = int(state["calls"])
+        lo, hi = state.get("bounds", (0.0, 1.0))
+        self.bounds = (float(lo), float(hi))
 
 
 def _interleaved(n: int) -> list[int]:

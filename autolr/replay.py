@@ -483,6 +483,12 @@ def _controller_kwargs(
             "the replay may differ",
             run.warnings,
         )
+    if "lr_trust" not in cfg:
+        # Logs written before the trust region existed: whole range every
+        # stage, and 5 probes a stage with a budget (the default then).
+        kwargs["lr_trust"] = None
+        if cfg.get("probes") is None and cfg.get("total_steps") is not None:
+            kwargs["probes"] = 5
     kwargs["gp_device"] = _gp_device(str(cfg.get("gp_device", "auto")))
     kwargs["snapshot_device"] = "cpu"
     kwargs["log_path"] = None
@@ -974,18 +980,26 @@ class _ForcedProposer:
     """
 
     def __init__(
-        self, lrs: list[float], stage: int, progress: float, inner: GPProposer | None = None
+        self,
+        lrs: list[float],
+        stage: int,
+        progress: float,
+        inner: GPProposer | None = None,
+        bounds: tuple[float, float] | None = None,
     ) -> None:
         self.lrs = lrs
+        self.bounds = bounds
         self.stage = stage
         self.progress = progress
         self.inner = inner
         self.next = 0
         self.proposed: list[float] = []
 
-    def reset(self, stage: int, progress: float) -> None:
+    def reset(self, stage: int, progress: float, bounds: tuple[float, float] | None = None) -> None:
         assert self.inner is not None
-        self.inner.reset(self.stage, self.progress)
+        # The logged stage's trust region: the one-stage controller of a what-if
+        # has no earlier stage to derive it from.
+        self.inner.reset(self.stage, self.progress, self.bounds or bounds)
 
     def propose(self, q: int = 1) -> list[float]:
         assert self.inner is not None
@@ -1160,7 +1174,10 @@ def _decide_stage(
     shared: GPProposer | None,
 ) -> tuple[StageWhatIf, GPProposer]:
     lrs = [float(p["lr"]) for p in st.probes]
-    forced = _ForcedProposer(lrs, st.index, progress, shared)
+    logged_bounds = st.start.get("lr_bounds")
+    forced = _ForcedProposer(
+        lrs, st.index, progress, shared, tuple(logged_bounds) if logged_bounds else None
+    )
     recent = st.recent or []
     model, optimizer = _dummy_training(run.initial_lrs)
     backend = run.prober is not None

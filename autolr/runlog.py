@@ -8,7 +8,9 @@ Schema (version 1). Every record has ``type``, ``schema_version`` and ``step``
   null when probes run in the training loop).
 - ``stage_start``: ``stage``, ``tau``, ``tau_probe``, ``probes``, ``exploit_steps``,
   ``recent`` (the last finite losses before the snapshot, up to 16, which the
-  stage's reference loss and noise level come from; replay needs them for warmup).
+  stage's reference loss and noise level come from; replay needs them for warmup),
+  ``lr_bounds`` (``[low, high]`` LRs the stage may probe under ``lr_trust``; null:
+  the whole ``[min_lr, max_lr]`` range).
 - ``probe``: ``stage``, ``index``, ``lr``, ``t`` (probe-local steps of each
   objective value), ``losses`` (objective values; null where non-finite),
   ``train_losses`` (every step's training loss), ``diverged``, ``reason``,

@@ -42,7 +42,7 @@ DEFAULT = "default"
 
 # (option, value, AutoLRS keyword arguments, AutoLRVariant flags)
 CHANGES: list[tuple[str, Any, dict[str, Any], dict[str, Any]]] = [
-    ("probes", 3, {"probes": 3}, {}),
+    ("probes", 5, {"probes": 5}, {}),
     ("probes", 10, {"probes": 10}, {}),
     ("probe_fraction", 0.2, {"probe_fraction": 0.2}, {}),
     ("acquisition", "ucb", {"acquisition": "ucb"}, {}),
@@ -59,6 +59,9 @@ CHANGES: list[tuple[str, Any, dict[str, Any], dict[str, Any]]] = [
     ("decide_by", "posterior", {"decide_by": "posterior"}, {}),
     ("prefer_larger", 0.2, {"prefer_larger": 0.2}, {}),
     ("forecaster", "power_law", {"forecaster": "power_law"}, {}),
+    ("lr_trust", None, {"lr_trust": None}, {}),
+    ("lr_trust", 4.0, {"lr_trust": 4.0}, {}),
+    ("lr_trust+probes", "None, 5", {"lr_trust": None, "probes": 5}, {}),
 ]
 
 

@@ -58,8 +58,9 @@ VARIANTS: dict[str, AutoLRVariant] = {
         AutoLRVariant(
             "autolr-paper",
             "autolr (AutoLRS-paper settings)",
-            # 10 probes per stage, tau_probe = tau / 10, exploit restarts from the snapshot
-            settings={"probes": 10, "probe_fraction": 0.1, "keep_winner": False},
+            # 10 probes per stage over the whole range, tau_probe = tau / 10,
+            # exploit restarts from the snapshot
+            settings={"probes": 10, "probe_fraction": 0.1, "keep_winner": False, "lr_trust": None},
         ),
     )
 }

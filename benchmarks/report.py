@@ -713,6 +713,8 @@ def ablation_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _default_value(res: dict[str, Any], option: str) -> str:
+    if "+" in option:  # a change of several options at once
+        return ", ".join(_default_value(res, part) for part in option.split("+"))
     for r in res["runs"]:
         if r["method"] == "default":
             cfg = r.get("autolr", {}).get("config", {})

@@ -431,3 +431,47 @@ def test_a_stage_that_ends_above_its_start_is_rolled_back(task):
     (rb,) = tuner.log.of_type("rollback")
     assert rb["reason"] == "the stage ended above its start loss"
     assert tuner.restored and tuner.lr != rb["lr"]
+
+
+def test_later_stages_probe_within_the_trust_region(task):
+    tuner, *_ = _run(task, steps=1000, lr_trust=2.0)
+    starts = tuner.log.of_type("stage_start")
+    decisions = tuner.log.of_type("decision")
+    probes = tuner.log.of_type("probe")
+    assert len(starts) >= 3
+    assert starts[0]["lr_bounds"] is None  # the first stage searches the whole range
+    for start in starts[1:]:
+        s = start["stage"]
+        last = [d for d in decisions if d["stage"] == s - 1][-1]["lr"]
+        low, high = start["lr_bounds"]
+        assert low == pytest.approx(max(1e-3, last / 2))
+        assert high == pytest.approx(min(1.0, last * 2))
+        lrs = [p["lr"] for p in probes if p["stage"] == s]
+        assert lrs and all(low * (1 - 1e-9) <= lr <= high * (1 + 1e-9) for lr in lrs)
+
+
+def test_without_trust_region_every_stage_searches_the_whole_range(task):
+    tuner, *_ = _run(task, steps=1000, lr_trust=None, probes=5)
+    starts = tuner.log.of_type("stage_start")
+    assert len(starts) >= 3 and all(s["lr_bounds"] is None for s in starts)
+    by_stage: dict[int, list[float]] = {}
+    for p in tuner.log.of_type("probe"):
+        by_stage.setdefault(p["stage"], []).append(p["lr"])
+    # The space-filling start of each stage spans the range: a ratio a 2x region cannot hold.
+    assert all(max(lrs) / min(lrs) > 4.0 for lrs in by_stage.values() if len(lrs) >= 3)
+
+
+def test_a_stage_that_fell_back_leaves_the_next_one_the_whole_range(task):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=1000, seed=0)
+    for batch in task.stream():
+        loss = train_step(model, opt, batch)
+        if tuner.phase is Phase.PROBE and tuner.stage_index == 0:
+            loss = loss * math.nan  # every candidate of the first stage fails
+        tuner.step(loss)
+        if tuner.finished or len(tuner.log.of_type("stage_start")) == 2:
+            break
+    assert tuner.log.of_type("decision")[0]["reason"] == "fallback"
+    assert tuner.log.of_type("stage_start")[1]["lr_bounds"] is None
+    assert tuner.proposer.bounds == (0.0, 1.0)

@@ -113,3 +113,27 @@ def test_posterior_shapes():
         prop.observe(lr, _loss(lr))
     mean, std = prop.posterior(torch.logspace(-4, 0, 9))
     assert mean.shape == std.shape == (9,) and bool((std >= 0).all())
+
+
+def test_stage_bounds_confine_every_proposal_and_survive_state_dict():
+    prop = GPProposer(1e-4, 1.0, seed=0, device="cpu")
+    prop.reset(1, 0.5, bounds=(0.01, 0.04))
+    seen = []
+    for _ in range(6):
+        (lr,) = prop.propose(1)
+        assert 0.01 * (1 - 1e-9) <= lr <= 0.04 * (1 + 1e-9)
+        seen.append(lr)
+        prop.observe(lr, _loss(lr))
+    assert max(seen) / min(seen) > 1.5  # the space-filling start spans the region
+    other = GPProposer(1e-4, 1.0, seed=0, device="cpu")
+    other.load_state_dict(prop.state_dict())
+    assert other.bounds == prop.bounds
+    assert other.propose(1) == prop.propose(1)
+    prop.reset(2, 0.7)
+    assert prop.bounds == (0.0, 1.0)
+
+
+def test_stage_bounds_must_be_ordered():
+    prop = GPProposer(1e-4, 1.0, seed=0, device="cpu")
+    with pytest.raises(ValueError, match=r"low < high, got \(0\.04, 0\.01\)"):
+        prop.reset(0, 0.0, bounds=(0.04, 0.01))

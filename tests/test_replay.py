@@ -372,3 +372,28 @@ def test_another_forecaster_keeps_the_runs_shared_settings(logs: dict[str, Path]
     cfg = other.config()
     assert cfg["name"] == "power_law" and cfg["hampel_window"] == 7 and cfg["hampel_k"] == 4.0
     assert build_forecaster(run).config() == run.forecaster_config
+
+
+def test_replay_of_a_log_from_before_the_trust_region(tmp_path: Path) -> None:
+    # Such logs have no lr_trust setting and no lr_bounds; they searched the whole
+    # range every stage with 5 probes a stage under a budget.
+    path = tmp_path / "old.jsonl"
+    write_trap_log(path, total=300, lr_trust=None, probes=5)
+    records = lines_of(path)
+    records[0]["config"].pop("lr_trust")
+    records[0]["config"]["probes"] = None
+    for r in records:
+        r.pop("lr_bounds", None)
+    old = write_lines(tmp_path / "legacy.jsonl", records)
+    result = replay_run(old)
+    assert result.matches, [m.describe() for m in result.mismatches]
+    assert result.tuner.config.lr_trust is None and result.tuner.config.n_probes == 5
+
+
+def test_what_if_keeps_the_logged_trust_region(tmp_path: Path) -> None:
+    path = tmp_path / "trust.jsonl"
+    write_trap_log(path, total=400, lr_trust=2.0)
+    assert any(r.get("lr_bounds") for r in lines_of(path) if r["type"] == "stage_start")
+    res = what_if(path)
+    assert res.stages and res.changed == []
+    assert all(s.bo_departs is None for s in res.stages)
