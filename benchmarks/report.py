@@ -400,11 +400,11 @@ Budgets (full mode; 1 torch thread per process on a shared 2-core CPU):
 |---|---|---|---|---|
 | W1 digits MLP | 3,000 | 7 peak LRs x 4 schedules | 3 | 5-10 s |
 | W2 MNIST-1D CNN | 4,000 | 10 x 4 | 3 | 15-60 s |
-| W3 char GPT | 1,500 | 8 x 2 (cosine, WSD only) | 1 | 1-3 min |
+| W3 char GPT | 1,500 | 8 x 2 (cosine, WSD only) | 3 | 1-3 min |
 | S0 noisy quadratic | 5,000 | 9 x 4 | 3 | 3-6 s |
 
 W2 runs 4,000 steps (about 73 epochs of its 3,500 signals) rather than more, and W3
-1,500 steps, two schedules and one seed, so that a full pass fits in a few hours
+1,500 steps, and two schedules, so that a full pass fits in a few hours
 here. Both grids were widened upwards after a first pass put the tuned LR at the
 grid's top (W2 0.016, W3 0.008); autolr's and PB2's search range is the grid's range.
 Quick mode (`--quick`) is a smoke run (T = 120-500) where the
