@@ -87,6 +87,7 @@ class AutoLRSConfig:
     decide_by: str = "forecast"
     prefer_larger: float = 0.0
     lr_trust: float | None = 2.0
+    cap_after_rollback: bool = True
     seed: int = 0
     gp_device: str = "auto"
     snapshot_device: str = "cpu"

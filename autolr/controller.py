@@ -176,6 +176,10 @@ class AutoLRS:
             an unrestricted search tends to collapse the LR after the first
             stage; the trust region makes the schedule move by at most this
             factor a stage and lets fewer probes cover the narrower range.
+        cap_after_rollback: after the guard rolls an exploit back at some LR,
+            the stage's next candidates must be below it (True): every
+            rollback reason is a sign of a too-large LR, so a larger candidate
+            would most likely fail too and waste its exploit.
         seed: seeds every choice the controller makes; the same seed gives the
             same LR sequence for the same losses.
         gp_device: device of the GP: ``"auto"`` (CUDA when available) or a device name.
@@ -230,6 +234,7 @@ class AutoLRS:
         decide_by: str = "forecast",
         prefer_larger: float = 0.0,
         lr_trust: float | None = 2.0,
+        cap_after_rollback: bool = True,
         seed: int = 0,
         gp_device: str = "auto",
         snapshot_device: str = "cpu",
@@ -279,6 +284,7 @@ class AutoLRS:
             decide_by=decide_by,
             prefer_larger=prefer_larger,
             lr_trust=lr_trust,
+            cap_after_rollback=cap_after_rollback,
             seed=seed,
             gp_device=gp_device,
             snapshot_device=snapshot_device,
@@ -710,9 +716,7 @@ class AutoLRS:
     def _decide(self, reason: str) -> None:
         assert self.stage is not None and self._snapshot is not None
         stage = self.stage
-        ranked = self._rank(
-            [p for p in stage.probes if p.forecast is not None and p.lr not in stage.rejected]
-        )
+        ranked = self._rank(self._candidates())
         if ranked and reason == "best_forecast" and self.config.decide_by == "posterior":
             reason = "best_posterior"
         from_probe = False
@@ -754,6 +758,16 @@ class AutoLRS:
         if not from_probe and self.config.keep_winner and stage.spec.probes > 0:
             target += stage.spec.tau_probe
         self._start_exploit(target, from_probe)
+
+    def _candidates(self) -> list[ProbeRecord]:
+        """The stage's probes still eligible: forecast, not rejected, below any rolled-back LR."""
+        stage = self.stage
+        assert stage is not None
+        out = [p for p in stage.probes if p.forecast is not None and p.lr not in stage.rejected]
+        if self.config.cap_after_rollback and stage.rejected:
+            cap = min(stage.rejected)
+            out = [p for p in out if p.lr < cap]
+        return out
 
     def _rank(self, candidates: list[ProbeRecord]) -> list[ProbeRecord]:
         """Candidates best first: by forecast, or by the GP's posterior mean at their LRs."""
@@ -942,9 +956,7 @@ class AutoLRS:
         self._dirty = False
         if self._at_anneal():
             # No budget to exploit again: anneal from the snapshot at the next-best LR.
-            ranked = self._rank(
-                [p for p in stage.probes if p.forecast is not None and p.lr not in stage.rejected]
-            )
+            ranked = self._rank(self._candidates())
             self._set_lr(ranked[0].lr if ranked else self.config.min_lr)
             self.stage_index += 1
             self._enter_tail()

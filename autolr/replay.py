@@ -483,6 +483,9 @@ def _controller_kwargs(
             "the replay may differ",
             run.warnings,
         )
+    if "cap_after_rollback" not in cfg:
+        # Logs written before the option: any remaining candidate after a rollback.
+        kwargs["cap_after_rollback"] = False
     if "lr_trust" not in cfg:
         # Logs written before the trust region existed: whole range every
         # stage, and 5 probes a stage with a budget (the default then).

@@ -62,6 +62,7 @@ CHANGES: list[tuple[str, Any, dict[str, Any], dict[str, Any]]] = [
     ("lr_trust", None, {"lr_trust": None}, {}),
     ("lr_trust", 4.0, {"lr_trust": 4.0}, {}),
     ("lr_trust+probes", "None, 5", {"lr_trust": None, "probes": 5}, {}),
+    ("cap_after_rollback", False, {"cap_after_rollback": False}, {}),
 ]
 
 

@@ -59,8 +59,14 @@ VARIANTS: dict[str, AutoLRVariant] = {
             "autolr-paper",
             "autolr (AutoLRS-paper settings)",
             # 10 probes per stage over the whole range, tau_probe = tau / 10,
-            # exploit restarts from the snapshot
-            settings={"probes": 10, "probe_fraction": 0.1, "keep_winner": False, "lr_trust": None},
+            # exploit restarts from the snapshot, any candidate after a rollback
+            settings={
+                "probes": 10,
+                "probe_fraction": 0.1,
+                "keep_winner": False,
+                "lr_trust": None,
+                "cap_after_rollback": False,
+            },
         ),
     )
 }

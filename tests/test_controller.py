@@ -475,3 +475,36 @@ def test_a_stage_that_fell_back_leaves_the_next_one_the_whole_range(task):
     assert tuner.log.of_type("decision")[0]["reason"] == "fallback"
     assert tuner.log.of_type("stage_start")[1]["lr_bounds"] is None
     assert tuner.proposer.bounds == (0.0, 1.0)
+
+
+def _two_failed_exploits(task, cap):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tuner = AutoLRS(
+        model, opt, min_lr=1e-3, max_lr=1.0, total_steps=800, seed=4, probes=5,
+        cap_after_rollback=cap,
+    )  # fmt: skip
+    for batch in task.stream():
+        loss = train_step(model, opt, batch)
+        if tuner.phase is Phase.EXPLOIT and len(tuner.log.of_type("rollback")) < 2:
+            loss = loss * math.nan
+        tuner.step(loss)
+        if tuner.finished or tuner.stage_index > 0:
+            break
+    return tuner.log.of_type("decision")
+
+
+def test_after_a_rollback_only_smaller_lrs_are_tried(task):
+    capped = _two_failed_exploits(task, cap=True)
+    uncapped = _two_failed_exploits(task, cap=False)
+    assert capped[0]["lr"] == uncapped[0]["lr"]  # same search, same first choice
+    # Without the cap the next-best forecast is a larger LR (it would fail too) ...
+    assert uncapped[1]["reason"] == "rollback" and uncapped[1]["lr"] > uncapped[0]["lr"]
+    # ... with it every later choice is below every LR rolled back before it.
+    # (or, with none left below, the min_lr fallback).
+    assert capped[1]["reason"] == "rollback"
+    for i, d in enumerate(capped[1:], start=1):
+        if d["reason"] == "fallback":
+            assert d["lr"] == 1e-3
+        else:
+            assert d["lr"] < min(c["lr"] for c in capped[:i])

@@ -375,19 +375,23 @@ def test_another_forecaster_keeps_the_runs_shared_settings(logs: dict[str, Path]
 
 
 def test_replay_of_a_log_from_before_the_trust_region(tmp_path: Path) -> None:
-    # Such logs have no lr_trust setting and no lr_bounds; they searched the whole
-    # range every stage with 5 probes a stage under a budget.
+    # Such logs have no lr_trust or cap_after_rollback setting and no lr_bounds;
+    # they searched the whole range every stage with 5 probes a stage under a
+    # budget, and took any remaining candidate after a rollback.
     path = tmp_path / "old.jsonl"
-    write_trap_log(path, total=300, lr_trust=None, probes=5)
+    write_trap_log(path, total=300, lr_trust=None, probes=5, cap_after_rollback=False)
     records = lines_of(path)
+    assert any(r["type"] == "rollback" for r in records)
     records[0]["config"].pop("lr_trust")
+    records[0]["config"].pop("cap_after_rollback")
     records[0]["config"]["probes"] = None
     for r in records:
         r.pop("lr_bounds", None)
     old = write_lines(tmp_path / "legacy.jsonl", records)
     result = replay_run(old)
     assert result.matches, [m.describe() for m in result.mismatches]
-    assert result.tuner.config.lr_trust is None and result.tuner.config.n_probes == 5
+    cfg = result.tuner.config
+    assert cfg.lr_trust is None and cfg.n_probes == 5 and not cfg.cap_after_rollback
 
 
 def test_what_if_keeps_the_logged_trust_region(tmp_path: Path) -> None:
