@@ -3,14 +3,16 @@
 Usage::
 
     python -m benchmarks.all            # full budgets (hours on 2 CPU cores, see BENCHMARKS.md)
-    python -m benchmarks.all --quick    # small budgets, a few minutes
+    python -m benchmarks.all --quick    # small budgets, one seed: about 9 min on 2 cores
     python -m benchmarks.all --skip micro,ablate --workloads W1,S0
 
 Runs, in order: the micro-benchmarks (``benchmarks.micro``), the comparison
-(``benchmarks.run``) on the chosen workloads with 3 seeds (W3: the seeds of
-``W3_SEEDS``), the ablations (``benchmarks.ablate``) on ``ABLATION_WORKLOADS``,
-then writes the report once. Each step merges into the files already in
-``benchmarks/results/``.
+(``benchmarks.run``) on the chosen workloads with ``SEEDS`` seeds, the ablations
+(``benchmarks.ablate``) on ``ABLATION_WORKLOADS``, then writes the report once.
+Quick mode runs one seed (``QUICK_SEEDS``) and ablates W1 only
+(``QUICK_ABLATION_WORKLOADS``) unless ``--ablation-workloads`` says otherwise.
+Each step merges into the files already in ``benchmarks/results/``: seeds
+already saved there are kept.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from benchmarks.report import REPORT_PATH, RESULTS_DIR, build_report
 WORKLOADS = "W1,S0,W2,W3"
 ABLATION_WORKLOADS = "W1,S0,W2"
 SEEDS = 3
-W3_SEEDS = 1
+QUICK_SEEDS = 1
+QUICK_ABLATION_WORKLOADS = "W1"
 STEPS = ("micro", "run", "ablate")
 
 
@@ -35,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small budgets (smoke scale)")
     parser.add_argument("--workloads", default=WORKLOADS, help=f"comparison ({WORKLOADS})")
     parser.add_argument(
-        "--ablation-workloads", default=ABLATION_WORKLOADS, help=f"({ABLATION_WORKLOADS})"
+        "--ablation-workloads",
+        default=None,
+        help=f"({ABLATION_WORKLOADS}; quick: {QUICK_ABLATION_WORKLOADS})",
     )
     parser.add_argument("--skip", default="", help=f"comma list of steps to skip: {STEPS}")
     args = parser.parse_args(argv)
@@ -44,20 +49,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown steps {sorted(skip - set(STEPS))}; choose from {STEPS}")
     quick = ["--quick"] if args.quick else []
     common = [*quick, "--no-report"]
+    seeds = str(QUICK_SEEDS if args.quick else SEEDS)
+    ablation_workloads = args.ablation_workloads or (
+        QUICK_ABLATION_WORKLOADS if args.quick else ABLATION_WORKLOADS
+    )
     status = 0
     if "micro" not in skip:
         status |= micro.main(common)
     if "run" not in skip:
-        wanted = [w for w in args.workloads.split(",") if w.strip()]
-        many = [w for w in wanted if w != "W3"]
-        if many:
-            status |= run.main(["--workloads", ",".join(many), "--seeds", str(SEEDS), *common])
-        if "W3" in wanted:
-            status |= run.main(["--workloads", "W3", "--seeds", str(W3_SEEDS), *common])
+        status |= run.main(["--workloads", args.workloads, "--seeds", seeds, *common])
     if "ablate" not in skip:
-        status |= ablate.main(
-            ["--workloads", args.ablation_workloads, "--seeds", str(SEEDS), *common]
-        )
+        status |= ablate.main(["--workloads", ablation_workloads, "--seeds", seeds, *common])
     build_report(RESULTS_DIR, REPORT_PATH)
     print(f"wrote {REPORT_PATH}")
     return status

@@ -3,7 +3,7 @@
 Usage::
 
     python -m benchmarks.micro            # all four, writes results/micro.json and the report
-    python -m benchmarks.micro --quick    # fewer repeats and smaller sizes (a smoke run)
+    python -m benchmarks.micro --quick    # fewer repeats, smaller sizes: results/micro_quick.json
 
 What is timed:
 
@@ -47,6 +47,7 @@ from torch import nn
 from benchmarks.report import REPORT_PATH, RESULTS_DIR, build_report
 
 MICRO_FILE = "micro.json"
+MICRO_QUICK_FILE = "micro_quick.json"  # quick runs never overwrite the full figures
 
 
 def _measure(fn: Callable[[], Any], repeats: int, number: int = 1) -> tuple[float, float]:
@@ -369,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = run_all(args.quick)
     results["meta"]["autolr"] = __version__
-    path = args.results / MICRO_FILE
+    path = args.results / (MICRO_QUICK_FILE if args.quick else MICRO_FILE)
     path.write_text(json.dumps(results, indent=1))
     print(f"wrote {path}")
     if not args.no_report:

@@ -28,6 +28,7 @@ LR_FREE_LABELS = {
 }
 POPULATION_LABELS = {"pb2": "PB2 (Ray Tune, population 4, budget shared)"}
 MICRO_FILE = "micro.json"
+MICRO_QUICK_FILE = "micro_quick.json"
 ABLATION_DIR = "ablations"
 FINDINGS_PATH = Path(__file__).resolve().parent / "findings.md"
 WORKLOAD_ORDER = ("W1", "W2", "W3", "S0")
@@ -407,8 +408,9 @@ W2 runs 4,000 steps (about 73 epochs of its 3,500 signals) rather than more, and
 1,500 steps, and two schedules, so that a full pass fits in a few hours
 here. Both grids were widened upwards after a first pass put the tuned LR at the
 grid's top (W2 0.016, W3 0.008); autolr's and PB2's search range is the grid's range.
-Quick mode (`--quick`) is a smoke run (T = 120-500) where the
-stage-based methods have too few steps to mean anything.
+Quick mode (`--quick`) is a smoke run (T = 120-500, one seed, ablations on W1
+only; `python -m benchmarks.all --quick` took 8.5 minutes here from empty results)
+where the stage-based methods have too few steps to mean anything.
 
 How to read the tables:
 
@@ -514,6 +516,8 @@ def build_report(results_dir: Path = RESULTS_DIR, report_path: Path = REPORT_PAT
         rel = os.path.relpath(png.resolve(), report_path.resolve().parent)
         parts.append(f"\n![{name}]({Path(rel).as_posix()})\n")
     micro = results_dir / MICRO_FILE
+    if not micro.is_file():  # the quick figures only when there are no full ones
+        micro = results_dir / MICRO_QUICK_FILE
     if micro.is_file():
         parts.append(micro_markdown(json.loads(micro.read_text())))
     ablations = sorted((results_dir / ABLATION_DIR).glob("*.json"))
@@ -582,7 +586,7 @@ def micro_markdown(res: dict[str, Any]) -> str:
     load = meta.get("load_average_start") or []
     out = [
         "\n## Micro-benchmarks\n",
-        f"\n`python -m benchmarks.micro`{' --quick' if meta.get('quick') else ''}: "
+        f"\n`python -m benchmarks.micro{' --quick' if meta.get('quick') else ''}`: "
         f"Python {meta['python']}, torch {meta['torch']}, {meta['threads']} thread(s), "
         f"{meta['cpus']} CPU(s) shared with other work (load average "
         f"{', '.join(f'{x:.1f}' for x in load[:3])} at the start), run {meta['date']}, "

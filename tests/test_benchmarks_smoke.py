@@ -235,6 +235,20 @@ def test_ablation_runs_and_report_sections(tmp_path: Path) -> None:
     assert "## Micro-benchmarks" in text and "| 2 x 20 |" in text
 
 
+def test_report_prefers_full_micro_figures_over_quick_ones(tmp_path: Path) -> None:
+    from benchmarks import micro, report
+
+    quick = {"meta": {**_MICRO_META}, "forecast": micro.bench_forecast([(2, 20)], 1)}
+    (tmp_path / micro.MICRO_QUICK_FILE).write_text(json.dumps(quick))
+    text = report.build_report(tmp_path, tmp_path / "B.md")
+    assert "`python -m benchmarks.micro --quick`" in text and "| 2 x 20 |" in text
+    full = {"meta": {**_MICRO_META, "quick": False}, "forecast": micro.bench_forecast([(3, 30)], 1)}
+    (tmp_path / micro.MICRO_FILE).write_text(json.dumps(full))
+    text = report.build_report(tmp_path, tmp_path / "B.md")
+    assert "`python -m benchmarks.micro`:" in text and "| 3 x 30 |" in text
+    assert "| 2 x 20 |" not in text
+
+
 _MICRO_META = {
     "quick": True,
     "python": "3",
