@@ -44,10 +44,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmarks.report import REPORT_PATH, RESULTS_DIR, build_report
-
-MICRO_FILE = "micro.json"
-MICRO_QUICK_FILE = "micro_quick.json"  # quick runs never overwrite the full figures
+from benchmarks.report import (
+    MICRO_FILE,
+    MICRO_QUICK_FILE,
+    REPORT_PATH,
+    RESULTS_DIR,
+    build_report,
+)
 
 
 def _measure(fn: Callable[[], Any], repeats: int, number: int = 1) -> tuple[float, float]:

@@ -28,7 +28,7 @@ LR_FREE_LABELS = {
 }
 POPULATION_LABELS = {"pb2": "PB2 (Ray Tune, population 4, budget shared)"}
 MICRO_FILE = "micro.json"
-MICRO_QUICK_FILE = "micro_quick.json"
+MICRO_QUICK_FILE = "micro_quick.json"  # quick runs never overwrite the full figures
 ABLATION_DIR = "ablations"
 FINDINGS_PATH = Path(__file__).resolve().parent / "findings.md"
 WORKLOAD_ORDER = ("W1", "W2", "W3", "S0")
