@@ -1,17 +1,22 @@
-"""Settings of the autolr controller, validated once at construction."""
+"""Settings of the autolr controller: every option defined once.
+
+Each option is one field of :class:`AutoLRSConfig`, made by :func:`option` with
+its default, its check and its one-line doc. The controller, the framework
+callbacks, replay, the CLI and the README's options table all take option names
+and docs from these fields (:func:`option_names`, :func:`options_table`);
+nothing discovers options from a function signature. Adding an option is one
+field here plus its use.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from autolr.errors import ConfigError
-
-ACQUISITIONS = ("ei", "ucb", "lcb-autolrs")
-OBJECTIVES = ("train_loss", "val_loss")
-DECISIONS = ("forecast", "posterior")
 
 # AutoLRS paper settings, used when no budget is given.
 PAPER_TAU = 1000
@@ -21,8 +26,13 @@ PAPER_PROBE_FRACTION = 0.1
 # Probes per stage with a budget (benchmarked: 3 beat 5 and 10 on W1, W3 and S0).
 BUDGET_PROBES = 3
 
+OBJECTIVES = ("train_loss", "val_loss")
 
-def _check_positive_finite(name: str, value: Any) -> float:
+Check = Callable[[str, Any], Any]
+
+
+# ----------------------------------------------------------------- checks
+def positive(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name} must be a positive number, got {value!r}")
     if not math.isfinite(value) or value <= 0:
@@ -30,135 +40,250 @@ def _check_positive_finite(name: str, value: Any) -> float:
     return float(value)
 
 
-def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def above_one(name: str, value: Any) -> float:
+    value = positive(name, value)
+    if value <= 1.0:
+        raise ConfigError(f"{name} must be above 1, got {value!r}")
     return value
 
 
-def _check_fraction(name: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ConfigError(f"{name} must be a number in [{low}, {high}], got {value!r}")
-    if not low <= value <= high:
-        raise ConfigError(f"{name} must be in [{low}, {high}], got {value!r}")
+def integer(minimum: int) -> Check:
+    def check(name: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        if value < minimum:
+            raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    return check
+
+
+def fraction(low: float, high: float, *, open_low: bool = False) -> Check:
+    def check(name: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise ConfigError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+        if not low <= value <= high:
+            raise ConfigError(f"{name} must be in [{low}, {high}], got {value!r}")
+        if open_low and value <= low:
+            raise ConfigError(f"{name} must be above {low}, got {value!r}")
+        return float(value)
+
+    return check
+
+
+def trust_factor(name: str, value: Any) -> float:
+    value = positive(name, value)
+    if value <= 1.0:
+        raise ConfigError(f"{name} must be above 1 (or None), got {value!r}")
+    return value
+
+
+def finite(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be None or a finite number, got {value!r}")
     return float(value)
+
+
+def flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def one_of(*choices: str) -> Check:
+    def check(name: str, value: Any) -> str:
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+        return str(value)
+
+    return check
+
+
+def device_name(*special: str) -> Check:
+    def check(name: str, value: Any) -> str:
+        if value in special or _is_device_name(value):
+            return str(value)
+        allowed = " or ".join(repr(s) for s in special)
+        raise ConfigError(f"{name} must be {allowed} or a torch device, got {value!r}")
+
+    return check
+
+
+def _is_device_name(name: Any) -> bool:
+    import torch
+
+    if not isinstance(name, str):
+        return False
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
+def option(
+    default: Any,
+    doc: str,
+    check: Check | None = None,
+    *,
+    optional: bool = False,
+    derived: bool = False,
+) -> Any:
+    """One option: its default, its check (skipped for None when ``optional``), its doc.
+
+    ``derived`` marks a setting the controller fills in itself (recorded in the
+    log, never passed by the user).
+    """
+    meta = {"doc": doc, "check": check, "optional": optional, "derived": derived}
+    return dataclasses.field(default=default, metadata=meta)
 
 
 @dataclass
 class AutoLRSConfig:
-    """Every setting of :class:`autolr.AutoLRS`; see its docstring for each field.
+    """Every setting of :class:`autolr.AutoLRS` (plain data, JSON-friendly).
 
-    JSON-friendly: :meth:`to_dict` goes into the run log and the controller's
-    ``state_dict``, and :meth:`from_dict` rebuilds it (used by replay).
+    :meth:`to_dict` goes into the run log and the controller's ``state_dict``;
+    :meth:`from_dict` rebuilds it (used by replay and resume).
     """
 
-    min_lr: float
-    max_lr: float
-    total_steps: int | None = None
-    tau: int | None = None
-    tau_max: int | None = None
-    tau_probe: int | None = None
-    probe_fraction: float = PAPER_PROBE_FRACTION
-    growth: float = 2.0
-    probes: int | None = None
-    parallel_probes: int = 1
-    min_probe_steps: int = 5
-    objective: str = "train_loss"
-    val_every: int = 5
-    warmup_steps: int = 0
-    warmup_lr: float | None = None
-    anneal_fraction: float | None = None
-    anneal_to: float = 0.0
-    keep_winner: bool = True
-    early_abort: bool = True
-    blowup_factor: float = 2.0
-    guard_factor: float = 1.5
-    acquisition: str = "ei"
-    ucb_beta: float = 2.0
-    initial_probes: int = 3
-    warm_start: bool = False
-    forecaster: str = "exponential"
-    loss_floor: float | None = 0.0
-    forecast_pessimism: float = 0.0
-    decide_by: str = "forecast"
-    prefer_larger: float = 0.0
-    lr_trust: float | None = 2.0
-    cap_after_rollback: bool = True
-    seed: int = 0
-    gp_device: str = "auto"
-    snapshot_device: str = "cpu"
-    extra: dict[str, Any] = field(default_factory=dict)
+    min_lr: float = option(
+        None, "lower bound of the LR search (first param group's LR, linear scale)", positive
+    )
+    max_lr: float = option(None, "upper bound of the LR search (linear scale)", positive)
+    total_steps: int | None = option(
+        None,
+        "the step budget, probes included: stages are sized to fit it, the last "
+        "`anneal_fraction` decays linearly and `finished` turns True when it is spent "
+        "(None: AutoLRS stage sizes, no anneal, never finished)",
+        integer(1),
+        optional=True,
+    )
+    tau: int | None = option(
+        None,
+        "first stage's exploit horizon in steps (AutoLRS: 1000; sized from the budget)",
+        integer(1),
+        optional=True,
+    )
+    tau_max: int | None = option(
+        None, "largest `tau` (AutoLRS: 8000; with a budget: 8 * tau)", integer(1), optional=True
+    )
+    tau_probe: int | None = option(
+        None, "probe length in steps (default `probe_fraction * tau`)", integer(1), optional=True
+    )
+    probe_fraction: float = option(
+        PAPER_PROBE_FRACTION,
+        "`tau_probe / tau` when `tau_probe` is not given",
+        fraction(0.001, 1.0, open_low=True),
+    )
+    growth: float = option(2.0, "factor by which `tau` grows each stage", fraction(1.0, 16.0))
+    probes: int | None = option(
+        None,
+        "candidate LRs probed per stage (AutoLRS: 10; 3 with a budget)",
+        integer(1),
+        optional=True,
+    )
+    parallel_probes: int = option(
+        1, "candidates proposed at once (batch acquisition) for a parallel `prober`", integer(1)
+    )
+    min_probe_steps: int = option(
+        5, "shortest probe worth running; a stage with shorter probes skips its search", integer(2)
+    )
+    objective: str = option(
+        "train_loss",
+        "what probes are judged on: `val_loss` when a `val_fn` is given, else `train_loss`",
+        one_of(*OBJECTIVES),
+        derived=True,
+    )
+    val_every: int = option(
+        5,
+        "probe steps between validation evaluations (at most a quarter of `tau_probe`)",
+        integer(1),
+    )
+    warmup_steps: int = option(
+        0, "steps of linear warmup from 0 to `warmup_lr` before the first stage", integer(0)
+    )
+    warmup_lr: float | None = option(
+        None,
+        "LR reached at the end of warmup (default: geometric mean of `min_lr` and `max_lr`)",
+        positive,
+        optional=True,
+    )
+    anneal_fraction: float | None = option(
+        None,
+        "fraction of `total_steps` decayed linearly at the end (0.1 with a budget; 0: none)",
+        fraction(0.0, 0.9),
+        optional=True,
+    )
+    anneal_to: float = option(
+        0.0,
+        "LR at the end of the anneal, as a fraction of the LR it starts from",
+        fraction(0.0, 1.0),
+    )
+    keep_winner: bool = option(
+        True, "continue the exploit from the best probe's end state instead of re-training", flag
+    )
+    early_abort: bool = option(
+        True,
+        "stop a probe whose loss blows up (`blowup_factor` x its start); non-finite always stops",
+        flag,
+    )
+    blowup_factor: float = option(2.0, "see `early_abort`", above_one)
+    guard_factor: float = option(
+        1.5,
+        "an exploit whose recent median exceeds this times the stage's start loss rolls back "
+        "to the snapshot and takes the next-best candidate",
+        above_one,
+    )
+    initial_probes: int = option(
+        3, "space-filling probes per stage before the GP proposes", integer(1)
+    )
+    warm_start: bool = option(
+        False,
+        "share what earlier stages learned through a GP over (log lr, training progress)",
+        flag,
+    )
+    loss_floor: float | None = option(
+        0.0,
+        "lowest possible loss (None for losses that can be negative); forecasts never go below",
+        finite,
+        optional=True,
+    )
+    forecast_pessimism: float = option(
+        0.0,
+        "forecast the highest value among the curve rates the probe cannot rule out "
+        "(profile likelihood, in z units; 0: the point forecast)",
+        fraction(0.0, 10.0),
+    )
+    lr_trust: float | None = option(
+        2.0,
+        "after the first stage, probe only within this factor of the previous stage's LR "
+        "(None: the whole range every stage, as in AutoLRS)",
+        trust_factor,
+        optional=True,
+    )
+    seed: int = option(
+        0, "seeds every choice; the same seed gives the same LRs for the same losses", integer(0)
+    )
+    gp_device: str = option(
+        "auto", "device of the GP: `auto` (CUDA when available) or a device", device_name("auto")
+    )
+    snapshot_device: str = option(
+        "cpu",
+        "where snapshots live: `cpu`, `same` (the model's device) or a device",
+        device_name("same"),
+    )
 
     def __post_init__(self) -> None:
-        self.min_lr = _check_positive_finite("min_lr", self.min_lr)
-        self.max_lr = _check_positive_finite("max_lr", self.max_lr)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("min_lr", "max_lr") and value is None:
+                raise ConfigError(f"{f.name} must be given (a positive number), got None")
+            check = f.metadata["check"]
+            if check is not None and not (value is None and f.metadata["optional"]):
+                setattr(self, f.name, check(f.name, value))
         if self.min_lr >= self.max_lr:
             raise ConfigError(
                 f"min_lr must be below max_lr, got min_lr={self.min_lr!r} >= max_lr={self.max_lr!r}"
-            )
-        _check_int("total_steps", self.total_steps, 1, allow_none=True)
-        _check_int("tau", self.tau, 1, allow_none=True)
-        _check_int("tau_max", self.tau_max, 1, allow_none=True)
-        _check_int("tau_probe", self.tau_probe, 1, allow_none=True)
-        _check_int("probes", self.probes, 1, allow_none=True)
-        _check_int("parallel_probes", self.parallel_probes, 1)
-        _check_int("min_probe_steps", self.min_probe_steps, 2)
-        _check_int("val_every", self.val_every, 1)
-        _check_int("warmup_steps", self.warmup_steps, 0)
-        _check_int("initial_probes", self.initial_probes, 1)
-        _check_int("seed", self.seed, 0)
-        self.probe_fraction = _check_fraction("probe_fraction", self.probe_fraction, 0.001, 1.0)
-        if self.probe_fraction <= 0.001:
-            raise ConfigError(f"probe_fraction must be above 0.001, got {self.probe_fraction!r}")
-        self.growth = _check_fraction("growth", self.growth, 1.0, 16.0)
-        if self.anneal_fraction is not None:
-            self.anneal_fraction = _check_fraction(
-                "anneal_fraction", self.anneal_fraction, 0.0, 0.9
-            )
-        self.anneal_to = _check_fraction("anneal_to", self.anneal_to, 0.0, 1.0)
-        self.blowup_factor = _check_positive_finite("blowup_factor", self.blowup_factor)
-        self.guard_factor = _check_positive_finite("guard_factor", self.guard_factor)
-        if self.blowup_factor <= 1.0:
-            raise ConfigError(f"blowup_factor must be above 1, got {self.blowup_factor!r}")
-        if self.guard_factor <= 1.0:
-            raise ConfigError(f"guard_factor must be above 1, got {self.guard_factor!r}")
-        self.ucb_beta = _check_positive_finite("ucb_beta", self.ucb_beta)
-        if self.warmup_lr is not None:
-            self.warmup_lr = _check_positive_finite("warmup_lr", self.warmup_lr)
-        if self.loss_floor is not None and (
-            isinstance(self.loss_floor, bool)
-            or not isinstance(self.loss_floor, (int, float))
-            or not math.isfinite(self.loss_floor)
-        ):
-            raise ConfigError(
-                f"loss_floor must be None or a finite number, got {self.loss_floor!r}"
-            )
-        self.forecast_pessimism = _check_fraction(
-            "forecast_pessimism", self.forecast_pessimism, 0.0, 10.0
-        )
-        self.prefer_larger = _check_fraction("prefer_larger", self.prefer_larger, 0.0, 1.0)
-        if self.lr_trust is not None:
-            self.lr_trust = _check_positive_finite("lr_trust", self.lr_trust)
-            if self.lr_trust <= 1.0:
-                raise ConfigError(f"lr_trust must be above 1 (or None), got {self.lr_trust!r}")
-        if self.decide_by not in DECISIONS:
-            raise ConfigError(f"decide_by must be one of {DECISIONS}, got {self.decide_by!r}")
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.acquisition not in ACQUISITIONS:
-            raise ConfigError(
-                f"acquisition must be one of {ACQUISITIONS}, got {self.acquisition!r}"
-            )
-        if self.gp_device != "auto" and not _is_device_name(self.gp_device):
-            raise ConfigError(f"gp_device must be 'auto' or a torch device, got {self.gp_device!r}")
-        if self.snapshot_device not in ("same",) and not _is_device_name(self.snapshot_device):
-            raise ConfigError(
-                f"snapshot_device must be 'cpu', 'same' or a torch device, "
-                f"got {self.snapshot_device!r}"
             )
         if self.tau is not None and self.tau_max is not None and self.tau_max < self.tau:
             raise ConfigError(
@@ -181,14 +306,40 @@ class AutoLRSConfig:
         """Steps of the final linear decay (0 without ``total_steps``)."""
         if self.total_steps is None:
             return 0
-        fraction = 0.1 if self.anneal_fraction is None else self.anneal_fraction
-        return int(round(fraction * self.total_steps))
+        frac = 0.1 if self.anneal_fraction is None else self.anneal_fraction
+        return int(round(frac * self.total_steps))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AutoLRSConfig:
+    def build(cls, options: Mapping[str, Any], *, owner: str = "AutoLRS") -> AutoLRSConfig:
+        """Validate user options by name, then build the config.
+
+        Raises:
+            ConfigError: an unknown option (the message lists the known ones), or
+                a value out of range.
+        """
+        check_option_names(options, owner=owner)
+        return cls(**options)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AutoLRSConfig:
+        """Rebuild a config saved by :meth:`to_dict` (a run log's or a state's).
+
+        Settings that older versions had and that were removed are accepted at
+        the value every run used; any other value cannot be honoured and is an
+        error that names it.
+        """
+        data = dict(data)
+        for name, default in REMOVED.items():
+            if name in data:
+                value = data.pop(name)
+                if value != default:
+                    raise ConfigError(
+                        f"this config sets {name}={value!r}, an option this version removed "
+                        f"(only {default!r} is read)"
+                    )
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -196,13 +347,56 @@ class AutoLRSConfig:
         return cls(**data)
 
 
-def _is_device_name(name: Any) -> bool:
-    import torch
+# Options of earlier versions that measured to nothing, at the value they were
+# always used with (the benchmark findings keep the evidence). Old run logs and
+# states name them; they are read and dropped.
+REMOVED: dict[str, Any] = {
+    "decide_by": "forecast",
+    "prefer_larger": 0.0,
+    "cap_after_rollback": True,
+    "extra": {},
+    "forecaster": "exponential",
+    "acquisition": "ei",
+    "ucb_beta": 2.0,
+}
 
-    if not isinstance(name, str):
-        return False
-    try:
-        torch.device(name)
-    except (RuntimeError, ValueError):
-        return False
-    return True
+
+def option_fields() -> list[dataclasses.Field[Any]]:
+    """The user options, in declaration order (derived settings left out)."""
+    return [f for f in dataclasses.fields(AutoLRSConfig) if not f.metadata["derived"]]
+
+
+def option_names() -> frozenset[str]:
+    """Names a user may pass as options."""
+    return frozenset(f.name for f in option_fields())
+
+
+def check_option_names(
+    options: Mapping[str, Any], *, owner: str = "AutoLRS", extra: frozenset[str] = frozenset()
+) -> None:
+    """Raise :class:`ConfigError` naming any key of ``options`` that is no option."""
+    allowed = option_names() | extra
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown {owner} options {unknown}; allowed: {sorted(allowed)}")
+
+
+def _default_text(f: dataclasses.Field[Any]) -> str:
+    return "None" if f.default is None else repr(f.default)
+
+
+def options_doc(indent: str = "        ") -> str:
+    """The options as Google-style ``Args`` lines, for docstrings."""
+    lines = []
+    for f in option_fields():
+        doc = f.metadata["doc"].replace("`", "``")
+        lines.append(f"{indent}{f.name}: {doc} (default {_default_text(f)}).")
+    return "\n".join(lines)
+
+
+def options_table() -> str:
+    """The options as a Markdown table (the README's table is this text)."""
+    rows = ["| option | default | what it does |", "|---|---|---|"]
+    for f in option_fields():
+        rows.append(f"| `{f.name}` | `{_default_text(f)}` | {f.metadata['doc']} |")
+    return "\n".join(rows)

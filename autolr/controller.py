@@ -1,18 +1,29 @@
-"""The AutoLRS controller: an explicit state machine driven by ``step(loss)``.
+r"""The AutoLRS controller: an explicit state machine driven by ``step(loss)``.
 
 Phases and transitions (one method each)::
 
-    WARMUP --_begin_stage--> PROBE --_finish_probe--> PROBE (next candidate)
-                                                  \\--_decide--> EXPLOIT
-    EXPLOIT --_rollback (guard fired)--> EXPLOIT at the next-best candidate
-    EXPLOIT --_end_exploit--> PROBE (next stage) | ANNEAL (budget's tail) | DONE
+    WARMUP --_begin_stage--> PROBE        (stage snapshot taken; _search starts probe 0)
+       |                     PROBE --_finish_probe + _search--> PROBE (next candidate,
+       |                                                              snapshot restored)
+       |                     PROBE --_finish_probe + _search--> _decide --> EXPLOIT
+       |  (with a prober, _search runs every probe inside _begin_stage, then _decide)
+       |  (a stage with no search: _begin_stage --> EXPLOIT at the current LR)
+       \--(no stage fits)--> _enter_tail
+    EXPLOIT --_rollback (guard fired)--> _decide --> EXPLOIT at the next-best candidate
+    EXPLOIT --_rollback at the anneal--> ANNEAL from the snapshot at the next-best LR
+    EXPLOIT --_end_exploit--> _begin_stage (next stage) | _enter_tail
+    _enter_tail --> ANNEAL (with a budget) | DONE (budget spent) | EXPLOIT on (no budget)
+    any phase --budget spent--> _finish --> DONE
 
 The controller sees only training steps and losses; it owns the LR, takes and
-restores snapshots, and writes every probe and decision to the run log.
+restores snapshots, guards exploits, and writes every probe and decision to the
+run log. What to probe, how to score a probe, what to pick and how to decay are
+asked of its strategy (:mod:`autolr.strategy`).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import statistics
@@ -27,25 +38,32 @@ from typing import Any
 import torch
 from torch import nn
 
-from autolr.config import AutoLRSConfig
-from autolr.errors import ConfigError, FitError, InputError, StateError
-from autolr.forecast import make_forecaster
+from autolr.config import AutoLRSConfig, check_option_names, options_doc
+from autolr.errors import ConfigError, InputError, StateError
+from autolr.forecast import Forecaster
 from autolr.plan import StagePlan, StageSpec
 from autolr.probing import (
     ProbeBackend,
     ProbeRecord,
     ProbeRequest,
     finite_or_none,
+    group_ratios,
     set_group_lrs,
     stop_reason,
 )
-from autolr.proposer import GPProposer
+from autolr.proposer import Proposer
 from autolr.runlog import RunLog
 from autolr.snapshot import Snapshot, Stateful, capture, resolve_snapshot_device, restore
+from autolr.strategy import ForecastStrategy, Strategy
 
 logger = logging.getLogger(__name__)
 
 STATE_SCHEMA_VERSION = 1
+
+PARTS = frozenset(
+    {"val_fn", "extra_state", "log_path", "prober", "strategy", "forecaster", "proposer", "trace"}
+)
+"""Keyword arguments of :class:`AutoLRS` that are objects of the run, not options."""
 
 
 class Phase(str, Enum):
@@ -80,6 +98,7 @@ class StageState:
     exploit_target: int = 0
     exploit_best: float | None = None
     from_probe: bool = False
+    winner: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,109 +111,55 @@ class StageState:
         return cls(**data)
 
 
+@dataclass
+class AnnealState:
+    """The final decay: first step, length, and the LR it starts from."""
+
+    start: int
+    steps: int
+    lr: float
+
+
 class AutoLRS:
     """Tunes the LR of a training run while it trains (AutoLRS, ICLR 2021).
 
     Call :meth:`step` with the loss after every optimizer step. Training is cut
     into stages; each stage snapshots the training state, probes candidate LRs
-    for ``tau_probe`` steps each (restoring the snapshot before each), forecasts
-    every probe's loss ``tau`` steps ahead with a fitted ``a*exp(-b*t) + c``,
-    picks candidates by Gaussian-process Bayesian optimization over log(lr),
-    then trains ``tau`` steps at the best one. Probe steps are training steps:
-    they count in ``total_steps``.
+    for ``tau_probe`` steps each (restoring the snapshot before each), lets the
+    decision strategy score and rank them, then trains at the best one. Probe
+    steps are training steps: they count in ``total_steps``.
 
     Args:
         model: the model being trained; its parameters and buffers are snapshotted.
         optimizer: its optimizer; autolr owns the LR of every param group. The
             controlled LR is a scale: each group keeps its ratio to the first
             group's LR at construction.
-        min_lr: lower bound of the LR search (first param group's LR, linear scale).
-        max_lr: upper bound of the LR search.
-        total_steps: the step budget, probes included. When given, stages are
-            sized to fit it and the last ``anneal_fraction`` decays linearly;
-            ``finished`` turns True when it is spent. None: AutoLRS stage sizes,
-            no anneal, never finished.
-        tau: first stage's exploit horizon in steps (AutoLRS: 1000; sized from
-            the budget when ``total_steps`` is given).
-        tau_max: largest ``tau`` (AutoLRS: 8000; budget: ``8 * tau``).
-        tau_probe: probe length in steps (default ``probe_fraction * tau``).
-        probe_fraction: ``tau_probe / tau`` when ``tau_probe`` is not given (0.1).
-        growth: factor by which ``tau`` grows each stage (2).
-        probes: candidate LRs probed per stage (AutoLRS: 10; 3 with a budget).
-        parallel_probes: candidates proposed at once (batch acquisition); used by
-            a parallel ``prober``.
-        min_probe_steps: shortest probe worth running; a stage whose probes
-            would be shorter skips its search (5).
+        min_lr, max_lr, total_steps: options (below), also taken by position.
         val_fn: optional ``() -> float`` validation loss. When given, the
             objective is the validation loss: evaluated once at the stage
             snapshot (``t = 0`` of every probe), every ``val_every`` probe steps
             and at each probe's end; else the training loss of every step.
             It must leave the model in training mode.
-        val_every: probe steps between validation evaluations (5; at most a
-            quarter of ``tau_probe`` so every probe gets at least 5 points).
-        warmup_steps: steps of linear warmup from 0 to ``warmup_lr`` before the
-            first stage (0).
-        warmup_lr: LR reached at the end of warmup (default: the geometric mean
-            of ``min_lr`` and ``max_lr``).
-        anneal_fraction: fraction of ``total_steps`` decayed linearly at the end
-            (default 0.1 with a budget; 0 disables).
-        anneal_to: LR at the end of the anneal, as a fraction of the LR it starts from (0).
-        keep_winner: continue the exploit from the best probe's end state rather
-            than re-training its steps (True).
-        early_abort: stop a probe whose loss blows up (``blowup_factor`` times
-            the loss at the snapshot); non-finite losses always stop a probe (True).
-        blowup_factor: see ``early_abort`` (2.0).
-        guard_factor: during the exploit, a loss whose recent median exceeds
-            ``guard_factor`` times the stage's start loss rolls back to the
-            snapshot and takes the next-best candidate (1.5).
-        acquisition: ``"ei"`` (log expected improvement), ``"ucb"`` (confidence
-            bound with ``ucb_beta``) or ``"lcb-autolrs"`` (the paper's kappa = 1e6).
-        ucb_beta: exploration weight of ``"ucb"`` (2.0).
-        initial_probes: space-filling probes per stage before the GP is used (3).
-        warm_start: share what earlier stages learned through a GP over
-            ``(log lr, training progress)`` (False).
-        forecaster: ``"exponential"``, ``"power_law"`` or a forecaster object.
-        loss_floor: lowest loss possible (0.0; None for losses that can be
-            negative). The exponential fit keeps its asymptote at or above it and
-            forecasts are clamped to it, so a short, steeply falling probe does
-            not extrapolate to an impossible loss.
-        forecast_pessimism: forecast the highest value among the curve rates
-            the probe's data cannot rule out (profile likelihood, in ``z``
-            units; 0: the point forecast). Counters the short-horizon bias of
-            extrapolating a still-straight loss curve (exponential forecaster).
-        decide_by: ``"forecast"`` (the lowest forecast, as in AutoLRS) or
-            ``"posterior"`` (the lowest GP posterior mean among the probed LRs,
-            which smooths noisy forecasts across neighbouring LRs).
-        prefer_larger: counter the short-horizon bias towards small LRs: among
-            candidates whose forecast improvement is at least ``1 -
-            prefer_larger`` times the best one's, take the largest LR (0: off).
-        lr_trust: after the first stage, each stage probes only LRs within
-            this factor of the previous stage's LR, ``[lr / lr_trust, lr *
-            lr_trust]`` clipped to ``[min_lr, max_lr]`` (2.0; None: the whole
-            range every stage, as in AutoLRS). The first stage searches the
-            whole range. Short probes favour small LRs (short-horizon bias), so
-            an unrestricted search tends to collapse the LR after the first
-            stage; the trust region makes the schedule move by at most this
-            factor a stage and lets fewer probes cover the narrower range.
-        cap_after_rollback: after the guard rolls an exploit back at some LR,
-            the stage's next candidates must be below it (True): every
-            rollback reason is a sign of a too-large LR, so a larger candidate
-            would most likely fail too and waste its exploit.
-        seed: seeds every choice the controller makes; the same seed gives the
-            same LR sequence for the same losses.
-        gp_device: device of the GP: ``"auto"`` (CUDA when available) or a device name.
-        snapshot_device: where snapshots live: ``"cpu"`` (default), ``"same"``
-            (the model's device) or a device name.
         extra_state: other objects with ``state_dict``/``load_state_dict`` to
             snapshot and restore with the model (a ``GradScaler``, say).
         log_path: JSON-lines run log to append to (None: in memory only, see ``log``).
         prober: a :class:`autolr.probing.ProbeBackend` that runs probes itself
             (in this process or on Ray workers). Without one, the probes run
             inline in the caller's loop.
+        strategy: the decision rule, a :class:`autolr.strategy.Strategy`
+            (default: :class:`autolr.strategy.ForecastStrategy` with the
+            ``forecaster`` and ``proposer`` given).
+        forecaster: a :class:`autolr.forecast.Forecaster` for the default
+            strategy (default: exponential, with ``loss_floor``).
+        proposer: a :class:`autolr.proposer.Proposer` for the default strategy
+            (default: the GP over ``[min_lr, max_lr]``).
         trace: keep the LR, loss and phase of every step in memory (17 bytes a step).
+        **options: the settings of :class:`autolr.config.AutoLRSConfig`:
+
+{options}
 
     Raises:
-        ConfigError: a setting is out of range, names the value given.
+        ConfigError: a setting is out of range or unknown, names the value given.
         InputError: ``model`` or ``optimizer`` is not what is expected.
     """
 
@@ -202,46 +167,19 @@ class AutoLRS:
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        min_lr: float,
-        max_lr: float,
+        min_lr: float | None = None,
+        max_lr: float | None = None,
         total_steps: int | None = None,
         *,
-        tau: int | None = None,
-        tau_max: int | None = None,
-        tau_probe: int | None = None,
-        probe_fraction: float = 0.1,
-        growth: float = 2.0,
-        probes: int | None = None,
-        parallel_probes: int = 1,
-        min_probe_steps: int = 5,
         val_fn: Callable[[], float] | None = None,
-        val_every: int = 5,
-        warmup_steps: int = 0,
-        warmup_lr: float | None = None,
-        anneal_fraction: float | None = None,
-        anneal_to: float = 0.0,
-        keep_winner: bool = True,
-        early_abort: bool = True,
-        blowup_factor: float = 2.0,
-        guard_factor: float = 1.5,
-        acquisition: str = "ei",
-        ucb_beta: float = 2.0,
-        initial_probes: int = 3,
-        warm_start: bool = False,
-        forecaster: Any = "exponential",
-        loss_floor: float | None = 0.0,
-        forecast_pessimism: float = 0.0,
-        decide_by: str = "forecast",
-        prefer_larger: float = 0.0,
-        lr_trust: float | None = 2.0,
-        cap_after_rollback: bool = True,
-        seed: int = 0,
-        gp_device: str = "auto",
-        snapshot_device: str = "cpu",
         extra_state: Mapping[str, Stateful] | None = None,
         log_path: str | Path | None = None,
         prober: ProbeBackend | None = None,
+        strategy: Strategy | None = None,
+        forecaster: Forecaster | None = None,
+        proposer: Proposer | None = None,
         trace: bool = True,
+        **options: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -252,42 +190,13 @@ class AutoLRS:
             )
         if len(groups) == 0:
             raise ConfigError("optimizer has no param groups: nothing to set the LR of")
+        check_option_names(options)
         self.config = AutoLRSConfig(
-            min_lr=min_lr,
-            max_lr=max_lr,
+            min_lr=min_lr,  # type: ignore[arg-type]
+            max_lr=max_lr,  # type: ignore[arg-type]
             total_steps=total_steps,
-            tau=tau,
-            tau_max=tau_max,
-            tau_probe=tau_probe,
-            probe_fraction=probe_fraction,
-            growth=growth,
-            probes=probes,
-            parallel_probes=parallel_probes,
-            min_probe_steps=min_probe_steps,
             objective="val_loss" if val_fn is not None else "train_loss",
-            val_every=val_every,
-            warmup_steps=warmup_steps,
-            warmup_lr=warmup_lr,
-            anneal_fraction=anneal_fraction,
-            anneal_to=anneal_to,
-            keep_winner=keep_winner,
-            early_abort=early_abort,
-            blowup_factor=blowup_factor,
-            guard_factor=guard_factor,
-            acquisition=acquisition,
-            ucb_beta=ucb_beta,
-            initial_probes=initial_probes,
-            warm_start=warm_start,
-            forecaster=forecaster if isinstance(forecaster, str) else type(forecaster).__name__,
-            loss_floor=loss_floor,
-            forecast_pessimism=forecast_pessimism,
-            decide_by=decide_by,
-            prefer_larger=prefer_larger,
-            lr_trust=lr_trust,
-            cap_after_rollback=cap_after_rollback,
-            seed=seed,
-            gp_device=gp_device,
-            snapshot_device=snapshot_device,
+            **options,
         )
         self.model = model
         self.optimizer = optimizer
@@ -295,31 +204,19 @@ class AutoLRS:
         self.extra_state = dict(extra_state or {})
         self.prober = prober
         self.plan = StagePlan(self.config)
-        if isinstance(forecaster, str):
-            spec: dict[str, Any] = {"name": forecaster, "min_value": loss_floor}
-            if self.config.forecast_pessimism > 0:
-                spec["pessimism"] = self.config.forecast_pessimism
-            self.forecaster = make_forecaster(spec)
-        else:
-            self.forecaster = make_forecaster(forecaster)
-        self.proposer = GPProposer(
-            min_lr,
-            max_lr,
-            acquisition=self.config.acquisition,
-            beta=self.config.ucb_beta,
-            initial=self.config.initial_probes,
-            warm_start=self.config.warm_start,
-            seed=seed,
-            device=gp_device,
+        if strategy is not None and (forecaster is not None or proposer is not None):
+            raise ConfigError(
+                "give forecaster= and proposer= to the strategy itself, not beside strategy="
+            )
+        self.strategy: Strategy = (
+            strategy
+            if strategy is not None
+            else ForecastStrategy(self.config, forecaster=forecaster, proposer=proposer)
         )
         self.log = RunLog(log_path)
         self._snapshot_device = resolve_snapshot_device(model, self.config.snapshot_device)
-        base = float(groups[0]["lr"])
         self.initial_lrs = [float(g["lr"]) for g in groups]
-        if base > 0 and math.isfinite(base):
-            self.ratios = [lr / base for lr in self.initial_lrs]
-        else:
-            self.ratios = [1.0] * len(groups)
+        self.ratios = group_ratios(optimizer)
         self.phase = Phase.WARMUP
         self.global_step = 0
         self.search_steps = 0
@@ -328,25 +225,30 @@ class AutoLRS:
         self.stage: StageState | None = None
         self.probe: ProbeRecord | None = None
         self.lr = self._default_lr()
+        self.current_lr = 0.0
+        self.restored = False
         self._snapshot: Snapshot | None = None
+        # The best probe's end state, when keep_winner keeps it (index in stage.winner).
         self._winner: Snapshot | None = None
-        self._winner_index: int | None = None
+        # True while the model has moved away from the stage snapshot.
         self._dirty = False
         self._recent: deque[float] = deque(maxlen=16)
-        self._anneal: dict[str, float] = {}
+        self._anneal: AnnealState | None = None
         self._batch_cache: tuple[int, list[Any]] = (-1, [])
         self._warned_done = False
-        self._val_at_end: float | None = None
+        # The objective measured at an exploit's end: the next stage's value at its snapshot.
+        self._next_val0: float | None = None
         self._trace = trace
         self.trace_lr: array[float] = array("d")
         self.trace_loss: array[float] = array("d")
         self.trace_phase: array[int] = array("b")
+        forecaster_config = getattr(self.strategy, "forecaster", None)
         self.log.write(
             "run_start",
             0,
             config=self.config.to_dict(),
             initial_lrs=self.initial_lrs,
-            forecaster=self.forecaster.config(),
+            forecaster=forecaster_config.config() if forecaster_config is not None else None,
             prober=type(prober).__name__ if prober is not None else None,
         )
         if self.config.warmup_steps > 0:
@@ -356,6 +258,41 @@ class AutoLRS:
             self._begin_stage()
 
     # ------------------------------------------------------------------ API
+    @staticmethod
+    def check_options(
+        min_lr: float | None,
+        max_lr: float | None,
+        total_steps: int | None,
+        options: Mapping[str, Any],
+        *,
+        owner: str = "AutoLRS",
+        without: frozenset[str] = frozenset(),
+    ) -> AutoLRSConfig:
+        """Check keyword arguments as the constructor will, before the model exists.
+
+        For callbacks that build the controller later (at the start of
+        training) but should refuse bad options at once.
+
+        Args:
+            options: option names (``AutoLRSConfig`` fields) and parts (:data:`PARTS`).
+            owner: named in the error message.
+            without: parts this caller does not accept.
+
+        Returns:
+            The config the options give.
+
+        Raises:
+            ConfigError: an unknown name or a bad value, named in the message.
+        """
+        parts = PARTS - without
+        check_option_names(options, owner=owner, extra=parts)
+        return AutoLRSConfig(
+            min_lr=min_lr,  # type: ignore[arg-type]
+            max_lr=max_lr,  # type: ignore[arg-type]
+            total_steps=total_steps,
+            **{k: v for k, v in options.items() if k not in parts},
+        )
+
     @property
     def finished(self) -> bool:
         """True once ``total_steps`` steps (probes included) have been taken."""
@@ -405,8 +342,6 @@ class AutoLRS:
         if total is not None and self.global_step >= total and self.phase is not Phase.DONE:
             self._finish()
         return self.lr
-
-    restored: bool = False
 
     def restore_snapshot(self) -> bool:
         """Put the stage snapshot back into the model and optimizer.
@@ -477,17 +412,19 @@ class AutoLRS:
         if spec.cost <= 0:
             self._enter_tail()
             return
-        bounds = self._stage_bounds()
+        last = self.stage
+        searched_before = last is not None and last.chosen_forecast is not None
+        progress = self._progress()
         ref = statistics.median(self._recent) if self._recent else None
         # The objective at the snapshot (t = 0 of every probe), before the capture so
         # that whatever RNG the validation draws is the same for every probe.
-        val0, self._val_at_end = self._val_at_end, None
+        val0, self._next_val0 = self._next_val0, None
         if self.val_fn is not None and spec.probes > 0 and val0 is None:
             val0 = finite_or_none(float(self.val_fn()))
         self.stage = StageState(
             spec=spec,
             start_step=self.global_step,
-            progress=self._progress(),
+            progress=progress,
             ref_loss=ref,
             noise=_robust_sd(list(self._recent)),
             recent_max=max(self._recent) if self._recent else None,
@@ -500,9 +437,9 @@ class AutoLRS:
             device=self._snapshot_device,
             step=self.global_step,
         )
-        self._winner, self._winner_index = None, None
+        self._winner = None
         self._dirty = False
-        self.proposer.reset(self.stage_index, self.stage.progress, bounds)
+        bounds = self.strategy.begin_stage(self.stage_index, progress, self.lr, searched_before)
         self.log.write(
             "stage_start",
             self.global_step,
@@ -525,10 +462,25 @@ class AutoLRS:
             self.stage.chosen_lr = self.lr
             self._start_exploit(spec.exploit_steps, from_probe=False)
             return
-        if self.prober is not None:
-            self._search_with_backend()
-            return
-        self._start_probe(self.proposer.propose(1)[0])
+        self._search()
+
+    def _search(self) -> None:
+        """Run the stage's search on until it needs the caller's steps or is decided.
+
+        Inline, each probe takes the caller's next ``tau_probe`` steps, so this
+        starts one probe and returns. With a ``prober``, batches of
+        ``parallel_probes`` run inside this call. Either way every probe ends in
+        :meth:`_finish_probe`, and the stage is decided once all are done.
+        """
+        stage = self.stage
+        assert stage is not None
+        while len(stage.probes) < stage.spec.probes:
+            if self.prober is None:
+                self._start_probe(self.strategy.propose(1)[0])
+                return
+            q = min(self.config.parallel_probes, stage.spec.probes - len(stage.probes))
+            self._run_on_backend(self.strategy.propose(q))
+        self._decide("best_forecast")
 
     def _start_probe(self, lr: float) -> None:
         assert self.stage is not None and self._snapshot is not None
@@ -553,24 +505,92 @@ class AutoLRS:
         elif k % self._val_every() == 0 or k == stage.spec.tau_probe:
             probe.t.append(float(k))
             probe.losses.append(finite_or_none(float(self.val_fn())))
+        reason = self._stop_reason(probe)
+        if reason is not None:
+            probe.diverged, probe.reason = True, reason
+        if reason is not None or k >= stage.spec.tau_probe:
+            self.probe = None
+            self._finish_probe(probe, live=True)
+            self._search()
+
+    def _stop_reason(self, probe: ProbeRecord) -> str | None:
+        """Why a probe must stop: the blow-up rule on its training losses, or a
+        non-finite objective value (the same rule for inline and backend probes)."""
+        assert self.stage is not None
         reason = stop_reason(
             probe.train_losses,
             self._abort_ref(),
             self.config.blowup_factor,
             self.config.early_abort,
-            stage.noise,
+            self.stage.noise,
         )
         if reason is None and probe.losses and probe.losses[-1] is None:
             reason = "non-finite validation loss"
-        if reason is not None:
-            probe.diverged, probe.reason = True, reason
-            self._finish_probe()
-        elif k >= stage.spec.tau_probe:
-            self._finish_probe()
+        return reason
 
-    def _finish_probe(self, advance: bool = True) -> None:
-        assert self.stage is not None and self.probe is not None
-        stage, probe = self.stage, self.probe
+    def _capture_live(self) -> Snapshot:
+        return capture(
+            self.model,
+            self.optimizer,
+            self.extra_state,
+            device=self._snapshot_device,
+            step=self.global_step,
+        )
+
+    def _run_on_backend(self, lrs: list[float]) -> None:
+        """Run one batch of probes on ``self.prober`` and finish each."""
+        assert self.stage is not None and self._snapshot is not None and self.prober is not None
+        stage, cfg = self.stage, self.config
+        requests = [
+            ProbeRequest(
+                lr=lr,
+                steps=stage.spec.tau_probe,
+                stage=self.stage_index,
+                index=len(stage.probes) + i,
+                ref_loss=self._abort_ref(),
+                blowup_factor=cfg.blowup_factor,
+                early_abort=cfg.early_abort,
+                noise=stage.noise,
+                val_every=self._val_every() if self.val_fn is not None else 0,
+                keep_state=cfg.keep_winner,
+            )
+            for i, lr in enumerate(lrs)
+        ]
+        outcomes = self.prober.run(self._snapshot, requests)
+        for req, out in zip(requests, outcomes):
+            probe = ProbeRecord(lr=req.lr, train_losses=list(out.train_losses))
+            self.global_step += probe.steps
+            self.search_steps += probe.steps
+            if out.val is not None:
+                probe.t = [0.0] + [t for t, _ in out.val]
+                probe.losses = [stage.val0] + [v for _, v in out.val]
+            else:
+                probe.t = [float(i) for i in range(probe.steps)]
+                probe.losses = list(probe.train_losses)
+            if out.error is not None:
+                reason: str | None = f"probe failed: {out.error}"
+            elif not probe.train_losses:
+                reason = "no steps"
+            else:
+                reason = self._stop_reason(probe)
+                if reason is None and any(v is None for v in probe.losses[1:]):
+                    reason = "non-finite validation loss"
+            if reason is not None:
+                probe.diverged, probe.reason = True, reason
+            self._finish_probe(probe, end_state=out.end_state)
+
+    def _finish_probe(
+        self, probe: ProbeRecord, end_state: Snapshot | None = None, live: bool = False
+    ) -> None:
+        """Score a finished probe, log it, and keep its end state if it is the best so far.
+
+        Args:
+            end_state: the probe's end state from a backend (None: none returned).
+            live: the probe ran inline: its end state is the live model's,
+                captured only if it is kept.
+        """
+        assert self.stage is not None
+        stage = self.stage
         stage.probes.append(probe)
         if stage.ref_loss is None:
             firsts = [
@@ -579,9 +599,7 @@ class AutoLRS:
                 if p.train_losses and p.train_losses[0] is not None
             ]
             stage.ref_loss = statistics.median(firsts) if firsts else None
-        if not probe.diverged:
-            self._forecast(probe, stage.spec.tau)
-        self.proposer.observe(probe.lr, probe.forecast)
+        self.strategy.score(probe, stage.spec.tau)
         self.log.write(
             "probe",
             self.global_step,
@@ -597,137 +615,24 @@ class AutoLRS:
             probe.forecast,
             f" ({probe.reason})" if probe.reason else "",
         )
-        if self.config.keep_winner and probe.forecast is not None and self.prober is None:
-            best = min((p.forecast for p in stage.probes if p.forecast is not None), default=None)
-            if probe.forecast == best:
-                self._winner = capture(
-                    self.model,
-                    self.optimizer,
-                    self.extra_state,
-                    device=self._snapshot_device,
-                    step=self.global_step,
-                )
-                self._winner_index = len(stage.probes) - 1
-        self.probe = None
-        if not advance:
-            return
-        if len(stage.probes) < stage.spec.probes:
-            if self.prober is None:
-                self._start_probe(self.proposer.propose(1)[0])
-        else:
-            self._decide("best_forecast")
-
-    def _stage_bounds(self) -> tuple[float, float] | None:
-        """LRs the next stage may probe: within ``lr_trust`` of the last stage's LR.
-
-        None (the whole range) for the first stage, without ``lr_trust``, and
-        after a stage that fell back to ``min_lr`` because every candidate failed.
-        Called before the new stage replaces ``self.stage``.
-        """
-        trust, cfg = self.config.lr_trust, self.config
-        last = self.stage
-        if trust is None or last is None or last.chosen_forecast is None:
-            return None
-        lo = max(cfg.min_lr, self.lr / trust)
-        hi = min(cfg.max_lr, self.lr * trust)
-        return (lo, hi) if lo < hi else None
-
-    def _forecast(self, probe: ProbeRecord, tau: int) -> None:
-        t = torch.tensor(probe.t, dtype=torch.float64)
-        y = torch.tensor(
-            [math.nan if v is None else v for v in probe.losses], dtype=torch.float64
-        ).unsqueeze(0)
-        try:
-            fc = self.forecaster.forecast(t, y, float(tau))
-        except FitError as exc:
-            probe.diverged, probe.reason = True, f"forecast failed: {exc}"
-            return
-        value = float(fc.values[0])
-        if not math.isfinite(value):
-            probe.diverged, probe.reason = True, "forecast not finite"
-            return
-        probe.forecast = value
-        probe.fit = {k: float(v[0]) for k, v in fc.params.items()}
-        probe.fit["sse"] = float(fc.sse[0])
-        probe.fit["n_used"] = float(fc.n_used[0])
-
-    def _search_with_backend(self) -> None:
-        """Run the whole search through ``self.prober``, ``parallel_probes`` at a time."""
-        assert self.stage is not None and self._snapshot is not None and self.prober is not None
-        stage, cfg = self.stage, self.config
-        while len(stage.probes) < stage.spec.probes:
-            q = min(cfg.parallel_probes, stage.spec.probes - len(stage.probes))
-            lrs = self.proposer.propose(q)
-            requests = [
-                ProbeRequest(
-                    lr=lr,
-                    steps=stage.spec.tau_probe,
-                    stage=self.stage_index,
-                    index=len(stage.probes) + i,
-                    ref_loss=self._abort_ref(),
-                    blowup_factor=cfg.blowup_factor,
-                    early_abort=cfg.early_abort,
-                    noise=stage.noise,
-                    val_every=self._val_every() if self.val_fn is not None else 0,
-                    keep_state=cfg.keep_winner,
-                )
-                for i, lr in enumerate(lrs)
-            ]
-            outcomes = self.prober.run(self._snapshot, requests)
-            for req, out in zip(requests, outcomes):
-                probe = ProbeRecord(lr=req.lr, train_losses=list(out.train_losses))
-                self.global_step += probe.steps
-                self.search_steps += probe.steps
-                if out.val is not None:
-                    probe.t = [0.0] + [t for t, _ in out.val]
-                    probe.losses = [stage.val0] + [v for _, v in out.val]
-                else:
-                    probe.t = [float(i) for i in range(probe.steps)]
-                    probe.losses = list(probe.train_losses)
-                if out.error is not None:
-                    probe.diverged, probe.reason = True, f"probe failed: {out.error}"
-                else:
-                    reason = (
-                        stop_reason(
-                            probe.train_losses,
-                            self._abort_ref(),
-                            cfg.blowup_factor,
-                            cfg.early_abort,
-                            stage.noise,
-                        )
-                        if probe.train_losses
-                        else "no steps"
-                    )
-                    if reason is None and any(v is None for v in probe.losses[1:]):
-                        reason = "non-finite validation loss"
-                    if reason is not None:
-                        probe.diverged, probe.reason = True, reason
-                self.probe = probe
-                self._finish_probe(advance=False)
-                if (
-                    out.end_state is not None
-                    and probe.forecast is not None
-                    and probe.forecast
-                    == min(p.forecast for p in stage.probes if p.forecast is not None)
-                ):
-                    self._winner, self._winner_index = out.end_state, len(stage.probes) - 1
-        self._decide("best_forecast")
+        if self.config.keep_winner and probe.forecast is not None:
+            best = min(p.forecast for p in stage.probes if p.forecast is not None)
+            if probe.forecast == best and (live or end_state is not None):
+                self._winner = self._capture_live() if live else end_state
+                stage.winner = len(stage.probes) - 1
 
     def _decide(self, reason: str) -> None:
         assert self.stage is not None and self._snapshot is not None
         stage = self.stage
-        ranked = self._rank(self._candidates())
-        if ranked and reason == "best_forecast" and self.config.decide_by == "posterior":
-            reason = "best_posterior"
+        ranked = self.strategy.rank(stage)
         from_probe = False
         if ranked:
             best = ranked[0]
             lr, forecast = best.lr, best.forecast
-            index = stage.probes.index(best)
             from_probe = (
-                reason in ("best_forecast", "best_posterior")
+                reason == "best_forecast"
                 and self._winner is not None
-                and self._winner_index == index
+                and stage.winner == stage.probes.index(best)
             )
         else:
             lr, forecast, reason = self.config.min_lr, None, "fallback"
@@ -758,58 +663,6 @@ class AutoLRS:
         if not from_probe and self.config.keep_winner and stage.spec.probes > 0:
             target += stage.spec.tau_probe
         self._start_exploit(target, from_probe)
-
-    def _candidates(self) -> list[ProbeRecord]:
-        """The stage's probes still eligible: forecast, not rejected, below any rolled-back LR."""
-        stage = self.stage
-        assert stage is not None
-        out = [p for p in stage.probes if p.forecast is not None and p.lr not in stage.rejected]
-        if self.config.cap_after_rollback and stage.rejected:
-            cap = min(stage.rejected)
-            out = [p for p in out if p.lr < cap]
-        return out
-
-    def _rank(self, candidates: list[ProbeRecord]) -> list[ProbeRecord]:
-        """Candidates best first: by forecast, or by the GP's posterior mean at their LRs."""
-        by_forecast = sorted(
-            candidates, key=lambda p: p.forecast if p.forecast is not None else math.inf
-        )
-        if self.config.decide_by != "posterior" or len(candidates) < 3:
-            return self._prefer_larger(by_forecast)
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.config.seed)
-                mean, _ = self.proposer.posterior(
-                    torch.tensor([p.lr for p in candidates], dtype=torch.float64)
-                )
-        except FitError as exc:
-            logger.warning("posterior ranking failed (%s); ranking by forecast", exc)
-            return by_forecast
-        order = sorted(range(len(candidates)), key=lambda i: float(mean[i]))
-        return self._prefer_larger([candidates[i] for i in order])
-
-    def _prefer_larger(self, ranked: list[ProbeRecord]) -> list[ProbeRecord]:
-        """Move to the front the largest LR whose forecast gain is near the best one's.
-
-        Short probes are biased towards small LRs (they cut the noise at once,
-        while a large LR's gain shows over a longer horizon). With
-        ``prefer_larger = d``, any candidate whose forecast improvement over the
-        stage start loss is at least ``1 - d`` times the best candidate's counts
-        as a tie, and the tie goes to the largest LR.
-        """
-        d = self.config.prefer_larger
-        stage = self.stage
-        if d <= 0 or len(ranked) < 2 or stage is None or stage.ref_loss is None:
-            return ranked
-        ref = stage.val0 if self.val_fn is not None and stage.val0 is not None else stage.ref_loss
-        best = ranked[0].forecast
-        assert best is not None
-        gain = ref - best
-        if gain <= 0:
-            return ranked
-        near = [p for p in ranked if p.forecast is not None and ref - p.forecast >= (1 - d) * gain]
-        pick = max(near, key=lambda p: p.lr)
-        return [pick] + [p for p in ranked if p is not pick]
 
     def _start_exploit(self, target: int, from_probe: bool) -> None:
         assert self.stage is not None
@@ -950,13 +803,12 @@ class AutoLRS:
         for p in stage.probes:
             if p.lr == lr:
                 p.rolled_back = True
-        self.proposer.mark_diverged(lr)
+        self.strategy.reject(lr)
         self._restore(self._snapshot)
-        self.restored = True
         self._dirty = False
         if self._at_anneal():
             # No budget to exploit again: anneal from the snapshot at the next-best LR.
-            ranked = self._rank(self._candidates())
+            ranked = self.strategy.rank(stage)
             self._set_lr(ranked[0].lr if ranked else self.config.min_lr)
             self.stage_index += 1
             self._enter_tail()
@@ -973,7 +825,7 @@ class AutoLRS:
             # The objective reached, on the forecast's scale; it is also the next
             # stage's value at its snapshot, taken at this same state.
             actual = finite_or_none(float(self.val_fn()))
-            self._val_at_end = actual
+            self._next_val0 = actual
         self.log.write(
             "exploit_end",
             self.global_step,
@@ -999,7 +851,7 @@ class AutoLRS:
         if steps <= 0:
             self._finish()
             return
-        self._anneal = {"start": float(self.global_step), "steps": float(steps), "lr": self.lr}
+        self._anneal = AnnealState(start=self.global_step, steps=steps, lr=self.lr)
         self.phase = Phase.ANNEAL
         self._log_phase(Phase.ANNEAL)
         self._apply_lr(self._anneal_lr())
@@ -1044,26 +896,35 @@ class AutoLRS:
 
     def _anneal_lr(self) -> float:
         a = self._anneal
-        j = self.global_step - a["start"]
-        frac = max(0.0, (a["steps"] - j) / (a["steps"] + 1))
-        to = self.config.anneal_to
-        return a["lr"] * (to + (1 - to) * frac)
+        assert a is not None
+        return self.strategy.decay_lr(a.lr, self.global_step - a.start, a.steps)
+
+    def apply_lr(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Set every param group's LR to autolr's: ``current_lr`` times the group's ratio.
+
+        The one way adapters apply the controller's LR (a framework may have
+        changed it, or hold its own optimizer object). Groups whose LR was 0 at
+        construction stay at 0.
+
+        Args:
+            optimizer: the optimizer to set (default: the controller's own).
+        """
+        target = optimizer if optimizer is not None else self.optimizer
+        set_group_lrs(target, self.current_lr, self.ratios)
 
     def _apply_lr(self, lr: float) -> None:
         """Set the optimizer's LR without changing the tuned LR (warmup and anneal)."""
-        set_group_lrs(self.optimizer, lr, self.ratios)
         self.current_lr = lr
+        self.apply_lr()
 
     def _set_lr(self, lr: float) -> None:
         self.lr = lr
         self._apply_lr(lr)
 
-    current_lr: float = 0.0
-
     def _restore(self, snap: Snapshot) -> None:
         restore(snap, self.model, self.optimizer, self.extra_state)
         self.restored = True
-        set_group_lrs(self.optimizer, self.current_lr, self.ratios)
+        self.apply_lr()
 
     def _log_phase(self, phase: Phase) -> None:
         self.log.write("phase", self.global_step, phase=phase.value, lr=self.lr)
@@ -1114,10 +975,9 @@ class AutoLRS:
             "current_lr": self.current_lr,
             "ratios": list(self.ratios),
             "recent": list(self._recent),
-            "anneal": dict(self._anneal),
+            "anneal": asdict(self._anneal) if self._anneal is not None else None,
             "dirty": self._dirty,
-            "winner_index": self._winner_index,
-            "proposer": self.proposer.state_dict(),
+            "strategy": self.strategy.state_dict(),
             "snapshot": self._snapshot.to_state() if self._snapshot is not None else None,
             "winner": self._winner.to_state() if self._winner is not None else None,
         }
@@ -1125,9 +985,15 @@ class AutoLRS:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from :meth:`state_dict`; the model and optimizer must be loaded separately.
 
+        The whole state is read and checked before anything is assigned: on an
+        error the tuner is left exactly as it was.
+
         Raises:
-            StateError: unknown schema version or missing keys.
+            StateError: not a state of this kind, unknown schema version, a
+                missing or malformed field (named in the message).
         """
+        if not isinstance(state, Mapping):
+            raise StateError(f"AutoLRS state must be a mapping, got {type(state).__name__}")
         version = state.get("schema_version")
         if version != STATE_SCHEMA_VERSION:
             raise StateError(
@@ -1136,34 +1002,63 @@ class AutoLRS:
             )
         try:
             saved = AutoLRSConfig.from_dict(dict(state["config"]))
-            if saved.to_dict() != self.config.to_dict():
-                logger.warning(
-                    "loading AutoLRS state saved with other settings; using the saved ones"
-                )
-                self.config = saved
-                self.plan = StagePlan(saved)
-            self.phase = Phase(state["phase"])
-            self.global_step = int(state["global_step"])
-            self.search_steps = int(state["search_steps"])
-            self.exploit_steps = int(state["exploit_steps"])
-            self.stage_index = int(state["stage_index"])
-            self.stage = StageState.from_dict(state["stage"]) if state["stage"] else None
-            self.probe = ProbeRecord(**state["probe"]) if state["probe"] else None
-            self.lr = float(state["lr"])
-            self.current_lr = float(state["current_lr"])
-            self.ratios = [float(r) for r in state["ratios"]]
-            self._recent = deque((float(v) for v in state["recent"]), maxlen=16)
-            self._anneal = {k: float(v) for k, v in state["anneal"].items()}
-            self._dirty = bool(state["dirty"])
-            self._winner_index = state["winner_index"]
-            self.proposer.load_state_dict(state["proposer"])
-            snap, win = state["snapshot"], state["winner"]
+            stage = StageState.from_dict(state["stage"]) if state["stage"] else None
+            if stage is not None and "winner_index" in state:  # written by earlier versions
+                stage.winner = state["winner_index"]
+            anneal = state["anneal"] or None
+            new: dict[str, Any] = {
+                "phase": Phase(state["phase"]),
+                "global_step": int(state["global_step"]),
+                "search_steps": int(state["search_steps"]),
+                "exploit_steps": int(state["exploit_steps"]),
+                "stage_index": int(state["stage_index"]),
+                "stage": stage,
+                "probe": ProbeRecord(**state["probe"]) if state["probe"] else None,
+                "lr": float(state["lr"]),
+                "current_lr": float(state["current_lr"]),
+                "ratios": [float(r) for r in state["ratios"]],
+                "_recent": deque((float(v) for v in state["recent"]), maxlen=16),
+                "_anneal": (
+                    AnnealState(int(anneal["start"]), int(anneal["steps"]), float(anneal["lr"]))
+                    if anneal
+                    else None
+                ),
+                "_dirty": bool(state["dirty"]),
+            }
+            strategy_state = state["strategy"] if "strategy" in state else {
+                "proposer": state["proposer"]
+            }
+            snap = Snapshot.from_state(state["snapshot"]) if state["snapshot"] is not None else None
+            win = Snapshot.from_state(state["winner"]) if state["winner"] is not None else None
         except KeyError as exc:
             raise StateError(f"AutoLRS state is missing the key {exc}") from exc
-        self._snapshot = Snapshot.from_state(snap) if snap is not None else None
-        self._winner = Snapshot.from_state(win) if win is not None else None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise StateError(f"AutoLRS state is malformed: {exc}") from exc
+        if len(new["ratios"]) != len(self.optimizer.param_groups):
+            raise StateError(
+                f"AutoLRS state has {len(new['ratios'])} param-group ratios, the optimizer has "
+                f"{len(self.optimizer.param_groups)} groups"
+            )
+        strategy = self.strategy
+        if saved.to_dict() != self.config.to_dict():
+            logger.warning("loading AutoLRS state saved with other settings; using the saved ones")
+            if isinstance(strategy, ForecastStrategy):
+                strategy = ForecastStrategy(saved)
+        probe_strategy = copy.deepcopy(strategy)
+        try:
+            probe_strategy.load_state_dict(strategy_state)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"AutoLRS state has a malformed strategy state: {exc}") from exc
+        # Everything read: assign.
+        if saved.to_dict() != self.config.to_dict():
+            self.config = saved
+            self.plan = StagePlan(saved)
+        self.strategy = probe_strategy
+        for name, value in new.items():
+            setattr(self, name, value)
+        self._snapshot, self._winner = snap, win
         self._batch_cache = (-1, [])
-        set_group_lrs(self.optimizer, self.current_lr, self.ratios)
+        self.apply_lr()
         self.log.write("phase", self.global_step, phase="resume", lr=self.lr)
 
     # ------------------------------------------------------------- reports
@@ -1173,6 +1068,9 @@ class AutoLRS:
         for rec in self.log.of_type("exploit_end"):
             rows.append({k: rec.get(k) for k in ("stage", "lr", "forecast", "actual", "steps")})
         return rows
+
+
+AutoLRS.__doc__ = (AutoLRS.__doc__ or "").replace("{options}", options_doc("            "))
 
 
 def _robust_sd(values: list[float]) -> float:

@@ -43,10 +43,6 @@ class SchedulerConflictWarning(AutoLRWarning):
     """A framework LR scheduler would overwrite the LR autolr sets; autolr disabled it."""
 
 
-class ProbeDivergedWarning(AutoLRWarning):
-    """Raised as a warning (never an error) when every probe of a stage diverged."""
-
-
 def require(module: str, extra: str) -> object:
     """Import an optional dependency or raise an error naming the extra to install.
 

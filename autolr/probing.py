@@ -143,6 +143,19 @@ class ProbeBackend(Protocol):
 TrainStep = Callable[[nn.Module, torch.optim.Optimizer, Any], Any]
 
 
+def group_ratios(optimizer: torch.optim.Optimizer) -> list[float]:
+    """Each param group's LR over the first positive one's.
+
+    A group at LR 0 (frozen) keeps ratio 0, so it stays frozen whichever group
+    is first. All 1.0 when no group has a positive finite LR.
+    """
+    lrs = [float(g["lr"]) for g in optimizer.param_groups]
+    base = next((lr for lr in lrs if lr > 0 and math.isfinite(lr)), None)
+    if base is None:
+        return [1.0] * len(lrs)
+    return [lr / base if math.isfinite(lr) and lr > 0 else 0.0 for lr in lrs]
+
+
 def set_group_lrs(optimizer: torch.optim.Optimizer, lr: float, ratios: list[float]) -> None:
     """Set every param group's LR to ``lr * ratio`` (tensor LRs are filled in place)."""
     for group, ratio in zip(optimizer.param_groups, ratios):

@@ -118,7 +118,6 @@ class GPProposer:
         self.progress = 0.0
         self.calls = 0
         self.bounds = (0.0, 1.0)
-        self.last_fit: dict[str, Any] | None = None
 
     # -- conversions -------------------------------------------------------
     def to_x(self, lr: float) -> float:
@@ -259,7 +258,6 @@ class GPProposer:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     fit_gpytorch_mll(mll)
-                self.last_fit = {"n": int(X.shape[0]), "attempt": attempt}
                 return model
             except Exception as exc:  # noqa: BLE001 - botorch raises several types
                 last_exc = exc

@@ -17,7 +17,6 @@ the benchmark keeps running while the controller's attribute names settle.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,13 +58,12 @@ VARIANTS: dict[str, AutoLRVariant] = {
             "autolr-paper",
             "autolr (AutoLRS-paper settings)",
             # 10 probes per stage over the whole range, tau_probe = tau / 10,
-            # exploit restarts from the snapshot, any candidate after a rollback
+            # exploit restarts from the snapshot
             settings={
                 "probes": 10,
                 "probe_fraction": 0.1,
                 "keep_winner": False,
                 "lr_trust": None,
-                "cap_after_rollback": False,
             },
         ),
     )
@@ -92,10 +90,11 @@ def availability() -> tuple[bool, str]:
 
 
 def _split_settings(cls: type, settings: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    params = inspect.signature(cls).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return dict(settings), []
-    accepted = {k: v for k, v in settings.items() if k in params}
+    from autolr.config import option_names
+    from autolr.controller import PARTS
+
+    known = option_names() | PARTS
+    accepted = {k: v for k, v in settings.items() if k in known}
     return accepted, sorted(set(settings) - set(accepted))
 
 

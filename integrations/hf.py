@@ -27,21 +27,17 @@ Install with ``pip install "autolr[hf]"``.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import os
 import re
 import warnings
-from dataclasses import fields
 from typing import Any
 
 import torch
 
-from autolr.config import AutoLRSConfig
 from autolr.controller import AutoLRS
 from autolr.errors import ConfigError, SchedulerConflictWarning, StateError, require
-from autolr.probing import set_group_lrs
 
 require("transformers", "hf")
 
@@ -62,14 +58,6 @@ STATE_FILE = "autolr_state.pt"
 
 CALLBACK_STATE_VERSION = 1
 
-# AutoLRS keyword options a Trainer run can use; ``prober`` is not one of them:
-# the Trainer runs every training step itself, so probes run inline.
-_OPTIONS = frozenset(
-    name
-    for name, p in inspect.signature(AutoLRS.__init__).parameters.items()
-    if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "prober"
-)
-_CONFIG_FIELDS = frozenset(f.name for f in fields(AutoLRSConfig))
 # Trainer schedulers that change nothing autolr cares about (``linear`` is the default).
 _QUIET_SCHEDULERS = ("linear", "constant")
 
@@ -135,17 +123,15 @@ class AutoLRSCallback(TrainerCallback):
                 "prober is not supported with the Trainer: the Trainer runs every training "
                 "step, so probes run inline; remove prober="
             )
-        unknown = sorted(set(options) - _OPTIONS)
-        if unknown:
-            raise ConfigError(
-                f"unknown AutoLRSCallback options {unknown}; allowed: {sorted(_OPTIONS)}"
-            )
-        # Validate now (the controller itself is built when training starts).
-        AutoLRSConfig(
-            min_lr=min_lr,
-            max_lr=max_lr,
-            total_steps=total_steps,
-            **{k: v for k, v in options.items() if k in _CONFIG_FIELDS and k != "forecaster"},
+        # Validate now (the controller itself is built when training starts); the
+        # Trainer runs every training step itself, so probes run inline: no prober.
+        AutoLRS.check_options(
+            min_lr,
+            max_lr,
+            total_steps,
+            options,
+            owner="AutoLRSCallback",
+            without=frozenset({"prober"}),
         )
         self.min_lr = min_lr
         self.max_lr = max_lr
@@ -381,7 +367,7 @@ class AutoLRSCallback(TrainerCallback):
     def _apply(self, optimizer: Any) -> None:
         tuner = self.tuner
         assert tuner is not None
-        set_group_lrs(optimizer, tuner.current_lr, tuner.ratios)
+        tuner.apply_lr(optimizer)
 
     # ------------------------------------------------------------- state
     def on_save(

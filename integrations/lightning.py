@@ -22,8 +22,6 @@ Hooks, in the order Lightning calls them:
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import logging
 import math
 from collections.abc import Mapping
@@ -35,7 +33,6 @@ from autolr.config import AutoLRSConfig
 from autolr.controller import PHASE_CODES, AutoLRS
 from autolr.errors import ConfigError, SchedulerConflictWarning, StateError, require
 from autolr.plan import StagePlan
-from autolr.probing import set_group_lrs
 
 require("lightning.pytorch", "lightning")
 
@@ -47,10 +44,6 @@ logger = logging.getLogger(__name__)
 
 STATE_SCHEMA_VERSION = 1
 
-# AutoLRS keyword options the callback passes through (model, optimizer and the
-# LR range are supplied by the callback itself).
-_OWN_ARGS = {"self", "model", "optimizer", "min_lr", "max_lr", "total_steps"}
-OPTION_NAMES = frozenset(inspect.signature(AutoLRS.__init__).parameters) - _OWN_ARGS
 # A prober runs probes outside the trainer's loop, which Lightning owns here.
 _UNSUPPORTED = {"prober": "the callback runs probes in the trainer's own loop"}
 
@@ -116,11 +109,6 @@ class AutoLRSCallback(Callback):
         total_steps: int | None = None,
         **autolr_options: Any,
     ) -> None:
-        unknown = sorted(set(autolr_options) - OPTION_NAMES)
-        if unknown:
-            raise ConfigError(
-                f"unknown AutoLRS option(s) {unknown}; allowed: {sorted(OPTION_NAMES)}"
-            )
         for name, why in _UNSUPPORTED.items():
             if autolr_options.get(name) is not None:
                 raise ConfigError(f"AutoLRSCallback does not take {name}=...: {why}")
@@ -139,15 +127,9 @@ class AutoLRSCallback(Callback):
 
     # ------------------------------------------------------------ checks
     def _config(self, total_steps: int | None) -> AutoLRSConfig:
-        """The controller's config for these options (validates every value)."""
-        names = {f.name for f in dataclasses.fields(AutoLRSConfig)}
-        values = {k: v for k, v in self.options.items() if k in names}
-        if not isinstance(values.get("forecaster", ""), str):
-            values.pop("forecaster")
-        if self.options.get("val_fn") is not None:
-            values["objective"] = "val_loss"
-        return AutoLRSConfig(
-            min_lr=self.min_lr, max_lr=self.max_lr, total_steps=total_steps, **values
+        """The controller's config for these options (validates every name and value)."""
+        return AutoLRS.check_options(
+            self.min_lr, self.max_lr, total_steps, self.options, owner="AutoLRSCallback"
         )
 
     def _check_budget(self, total_steps: int | None, source: str = "") -> None:
@@ -252,15 +234,16 @@ class AutoLRSCallback(Callback):
             return
         opt = trainer.optimizers[0]
         lr = opt.param_groups[0]["lr"]
-        if not math.isclose(float(lr), tuner.current_lr, rel_tol=1e-9, abs_tol=0.0):
+        expected = tuner.current_lr * tuner.ratios[0]
+        if not math.isclose(float(lr), expected, rel_tol=1e-9, abs_tol=0.0):
             if not self._warned_lr:
                 rank_zero_warn(
                     f"the LR was changed outside autolr (to {float(lr):g}, autolr set "
-                    f"{tuner.current_lr:g}); autolr sets it back before every optimizer step",
+                    f"{expected:g}); autolr sets it back before every optimizer step",
                     category=SchedulerConflictWarning,
                 )
                 self._warned_lr = True
-            set_group_lrs(opt, tuner.current_lr, tuner.ratios)
+            tuner.apply_lr(opt)
 
     def on_train_batch_end(
         self,

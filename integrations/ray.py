@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from autolr.errors import AutoLRError, ConfigError, InputError, require
-from autolr.probing import ProbeOutcome, ProbeRequest, TrainStep, run_probe
+from autolr.probing import ProbeOutcome, ProbeRequest, TrainStep, group_ratios, run_probe
 from autolr.snapshot import Snapshot, Stateful, capture, restore
 
 ray: Any = require("ray", "ray")
@@ -85,15 +85,6 @@ class WorkerSpec:
     make_extras: ExtrasFactory | None = None
     ratios: list[float] | None = None
     num_threads: int = 1
-
-
-def group_ratios(optimizer: torch.optim.Optimizer) -> list[float]:
-    """Each param group's LR over the first group's (all 1.0 when that LR is 0 or not finite)."""
-    lrs = [float(g["lr"]) for g in optimizer.param_groups]
-    base = lrs[0]
-    if base > 0 and math.isfinite(base):
-        return [lr / base for lr in lrs]
-    return [1.0] * len(lrs)
 
 
 class ProbeWorker:

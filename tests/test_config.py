@@ -33,9 +33,12 @@ def _tuner(**kw):
         ({"total_steps": 0}, r"total_steps must be an integer >= 1, got 0"),
         ({"total_steps": 40}, r"total_steps=40 is too small for one stage"),
         ({"probes": 0}, r"probes must be an integer >= 1, got 0"),
-        ({"acquisition": "pi"}, r"acquisition must be one of .*got 'pi'"),
-        ({"decide_by": "vote"}, r"decide_by must be one of .*got 'vote'"),
-        ({"prefer_larger": 2}, r"prefer_larger must be in \[0\.0, 1\.0\], got 2"),
+        (
+            {"decide_by": "vote"},
+            r"unknown AutoLRS options \['decide_by'\]; allowed: \[.*'guard_factor'",
+        ),
+        ({"keep_winner": 1}, r"keep_winner must be True or False, got 1"),
+        ({"min_lr": None}, r"min_lr must be given \(a positive number\), got None"),
         ({"guard_factor": 0.9}, r"guard_factor must be above 1, got 0\.9"),
         ({"lr_trust": 1.0}, r"lr_trust must be above 1 \(or None\), got 1\.0"),
         ({"lr_trust": -2}, r"lr_trust must be a positive finite number, got -2"),
@@ -105,3 +108,49 @@ def test_config_round_trip():
     assert AutoLRSConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match=r"unknown AutoLRS settings: \['bogus'\]"):
         AutoLRSConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_removed_options_are_read_from_old_configs_only_at_their_one_value():
+    old = {**AutoLRSConfig(min_lr=1e-4, max_lr=1e-1).to_dict(), "decide_by": "forecast"}
+    old.update(prefer_larger=0.0, cap_after_rollback=True, acquisition="ei")
+    old.update(forecaster="exponential")
+    assert AutoLRSConfig.from_dict(old) == AutoLRSConfig(min_lr=1e-4, max_lr=1e-1)
+    removed = r"sets acquisition='ucb', an option this version removed"
+    with pytest.raises(ConfigError, match=removed):
+        AutoLRSConfig.from_dict({**old, "acquisition": "ucb"})
+
+
+def test_every_option_has_a_doc_and_a_checked_default():
+    from autolr.config import option_fields, options_doc
+
+    for f in option_fields():
+        assert f.metadata["doc"], f.name
+        assert f"{f.name}: " in options_doc()
+        assert f"        {f.name}: " in (AutoLRS.__doc__ or ""), f.name
+    # The defaults pass their own checks.
+    AutoLRSConfig(min_lr=1e-4, max_lr=1e-1)
+
+
+def test_readme_options_table_is_the_config():
+    from pathlib import Path
+
+    from autolr.config import options_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert options_table() in readme, "README's options table differs: paste options_table()"
+
+
+def test_a_frozen_param_group_stays_frozen_whichever_group_is_first():
+    model = make_model()
+    params = list(model.parameters())
+    opt = torch.optim.SGD([{"params": params[:1], "lr": 0.0}, {"params": params[1:], "lr": 0.01}])
+    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=2000)
+    assert tuner.ratios == [0.0, 1.0]
+    before = params[0].detach().clone()
+    for _ in range(30):
+        opt.zero_grad()
+        model(torch.randn(8, 8)).pow(2).mean().backward()
+        opt.step()
+        tuner.step(1.0)
+        assert opt.param_groups[0]["lr"] == 0.0 and opt.param_groups[1]["lr"] > 0
+    assert torch.equal(params[0].detach(), before)

@@ -292,7 +292,8 @@ def test_lr_changed_outside_is_set_back_with_a_warning(tmp_path):
 
 # -------------------------------------------------------------- bad setups
 def test_unknown_or_bad_options_fail_at_construction():
-    with pytest.raises(ConfigError, match=r"unknown AutoLRS option\(s\) \['tau_probes'\]"):
+    unknown = r"unknown AutoLRSCallback options \['tau_probes'\]; allowed: \[.*'tau_probe'"
+    with pytest.raises(ConfigError, match=unknown):
         AutoLRSCallback(1e-3, 1.0, tau_probes=5)
     with pytest.raises(ConfigError, match="min_lr must be below max_lr"):
         AutoLRSCallback(1.0, 1e-3)
