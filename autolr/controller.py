@@ -24,13 +24,15 @@ asked of its strategy (:mod:`autolr.strategy`).
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import math
 import statistics
+import warnings
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -39,9 +41,9 @@ import torch
 from torch import nn
 
 from autolr.config import AutoLRSConfig, check_option_names, options_doc
-from autolr.errors import ConfigError, InputError, StateError
+from autolr.errors import ConfigError, InputError, NonFiniteWarning, StateError
 from autolr.forecast import Forecaster
-from autolr.plan import StagePlan, StageSpec
+from autolr.plan import StagePlan
 from autolr.probing import (
     ProbeBackend,
     ProbeRecord,
@@ -54,11 +56,15 @@ from autolr.probing import (
 from autolr.proposer import Proposer
 from autolr.runlog import RunLog
 from autolr.snapshot import Snapshot, Stateful, capture, resolve_snapshot_device, restore
+from autolr.stage import AnnealState, StageState, end_guard, exploit_guard, robust_sd
 from autolr.strategy import ForecastStrategy, Strategy
 
 logger = logging.getLogger(__name__)
 
 STATE_SCHEMA_VERSION = 1
+
+MAX_RECOVERIES = 8
+"""Halvings of the LR after non-finite losses in warmup or anneal before it is 0."""
 
 PARTS = frozenset(
     {"val_fn", "extra_state", "log_path", "prober", "strategy", "forecaster", "proposer", "trace"}
@@ -77,47 +83,6 @@ class Phase(str, Enum):
 
 
 PHASE_CODES = {p: i for i, p in enumerate(Phase)}
-
-
-@dataclass
-class StageState:
-    """The current stage's progress (plain data, saved in ``state_dict``)."""
-
-    spec: StageSpec
-    start_step: int
-    progress: float
-    ref_loss: float | None = None
-    noise: float = 0.0
-    recent_max: float | None = None
-    val0: float | None = None
-    probes: list[ProbeRecord] = field(default_factory=list)
-    chosen_lr: float | None = None
-    chosen_forecast: float | None = None
-    rejected: list[float] = field(default_factory=list)
-    exploit_losses: list[float | None] = field(default_factory=list)
-    exploit_target: int = 0
-    exploit_best: float | None = None
-    from_probe: bool = False
-    winner: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StageState:
-        data = dict(data)
-        data["spec"] = StageSpec(**data["spec"])
-        data["probes"] = [ProbeRecord(**p) for p in data["probes"]]
-        return cls(**data)
-
-
-@dataclass
-class AnnealState:
-    """The final decay: first step, length, and the LR it starts from."""
-
-    start: int
-    steps: int
-    lr: float
 
 
 class AutoLRS:
@@ -238,6 +203,10 @@ class AutoLRS:
         self._warned_done = False
         # The objective measured at an exploit's end: the next stage's value at its snapshot.
         self._next_val0: float | None = None
+        # Recovery from non-finite losses in warmup and anneal (see _recover).
+        self._lr_scale = 1.0
+        self._recoveries = 0
+        self._warmup_from = 0
         self._trace = trace
         self.trace_lr: array[float] = array("d")
         self.trace_loss: array[float] = array("d")
@@ -252,6 +221,8 @@ class AutoLRS:
             prober=type(prober).__name__ if prober is not None else None,
         )
         if self.config.warmup_steps > 0:
+            # The state training starts from: where a non-finite warmup step goes back to.
+            self._snapshot = self._capture_live()
             self._log_phase(Phase.WARMUP)
             self._apply_lr(self._warmup_lr(0))
         else:
@@ -347,21 +318,26 @@ class AutoLRS:
         """Put the stage snapshot back into the model and optimizer.
 
         Used after an exception in the middle of a probe, so the model never
-        goes on from a probe's state. Returns False when there is no snapshot.
+        goes on from a probe's state. A probe under way starts over (its steps
+        so far stay counted). Returns False when there is no snapshot.
         """
         if self._snapshot is None:
             return False
         self._restore(self._snapshot)
+        self._dirty = False
+        if self.phase is Phase.PROBE and self.probe is not None:
+            self._start_probe(self.probe.lr)
         return True
 
     def __enter__(self) -> AutoLRS:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None and self.phase is Phase.PROBE and self._dirty:
+        # In a probe the model may have moved even before the probe's first
+        # ``step()`` (an optimizer step at the probe's LR, then the exception).
+        if exc_type is not None and self.phase is Phase.PROBE:
             logger.warning("exception during a probe: restoring the stage snapshot")
             self.restore_snapshot()
-            self._set_lr(self.lr)
 
     def batches(self, iterable: Iterable[Any]) -> Iterator[Any]:
         """Yield batches so that every probe of a stage sees the same batches.
@@ -397,11 +373,49 @@ class AutoLRS:
 
     # --------------------------------------------------------- transitions
     def _on_warmup(self, value: float) -> None:
-        if math.isfinite(value):
-            self._recent.append(value)
+        if not math.isfinite(value):
+            self._recover("warmup")
+            return
+        self._recent.append(value)
         if self.global_step >= self.config.warmup_steps:
             self._begin_stage()
         else:
+            self._apply_lr(self._warmup_lr(self.global_step))
+
+    def _recover(self, where: str) -> None:
+        """A non-finite loss where no stage decision can be undone (warmup, anneal).
+
+        Restores the last finite state (the start of training or of the anneal),
+        halves the LR scale of what follows and goes on from there; the steps
+        spent stay counted. After ``MAX_RECOVERIES`` halvings the LR is 0: the
+        weights stay at that finite state to the end of the budget.
+        """
+        assert self._snapshot is not None
+        self._recoveries += 1
+        self._lr_scale = 0.0 if self._recoveries > MAX_RECOVERIES else self._lr_scale / 2
+        logger.warning(
+            "non-finite loss in the %s at step %d: restored the state of step %d, LR scale %g",
+            where,
+            self.global_step,
+            self._snapshot.step,
+            self._lr_scale,
+        )
+        self.log.write(
+            "rollback",
+            self.global_step,
+            stage=self.stage_index,
+            lr=self.current_lr,
+            reason=f"non-finite loss in the {where}",
+            losses=[],
+        )
+        self._restore(self._snapshot)
+        self._recent.clear()
+        if self._anneal is not None:
+            steps = max(1, (self.config.total_steps or 0) - self.global_step)
+            self._anneal = AnnealState(self.global_step, steps, self._anneal.lr)
+            self._apply_lr(self._anneal_lr())
+        else:
+            self._warmup_from = self.global_step
             self._apply_lr(self._warmup_lr(self.global_step))
 
     def _begin_stage(self) -> None:
@@ -412,6 +426,13 @@ class AutoLRS:
         if spec.cost <= 0:
             self._enter_tail()
             return
+        if self._snapshot is not None and not _finite_weights(self.model):
+            logger.warning(
+                "stage %d: the weights are non-finite; going back to the state of step %d",
+                self.stage_index,
+                self._snapshot.step,
+            )
+            self._restore(self._snapshot)
         last = self.stage
         searched_before = last is not None and last.chosen_forecast is not None
         progress = self._progress()
@@ -426,7 +447,7 @@ class AutoLRS:
             start_step=self.global_step,
             progress=progress,
             ref_loss=ref,
-            noise=_robust_sd(list(self._recent)),
+            noise=robust_sd(list(self._recent)),
             recent_max=max(self._recent) if self._recent else None,
             val0=val0,
         )
@@ -503,8 +524,9 @@ class AutoLRS:
             probe.t.append(float(k - 1))
             probe.losses.append(finite_or_none(value))
         elif k % self._val_every() == 0 or k == stage.spec.tau_probe:
+            val = finite_or_none(float(self.val_fn()))  # if it raises, t and losses stay paired
             probe.t.append(float(k))
-            probe.losses.append(finite_or_none(float(self.val_fn())))
+            probe.losses.append(val)
         reason = self._stop_reason(probe)
         if reason is not None:
             probe.diverged, probe.reason = True, reason
@@ -519,7 +541,7 @@ class AutoLRS:
         assert self.stage is not None
         reason = stop_reason(
             probe.train_losses,
-            self._abort_ref(),
+            self.stage.abort_ref,
             self.config.blowup_factor,
             self.config.early_abort,
             self.stage.noise,
@@ -547,7 +569,7 @@ class AutoLRS:
                 steps=stage.spec.tau_probe,
                 stage=self.stage_index,
                 index=len(stage.probes) + i,
-                ref_loss=self._abort_ref(),
+                ref_loss=self.stage.abort_ref,
                 blowup_factor=cfg.blowup_factor,
                 early_abort=cfg.early_abort,
                 noise=stage.noise,
@@ -635,7 +657,7 @@ class AutoLRS:
                 and stage.winner == stage.probes.index(best)
             )
         else:
-            lr, forecast, reason = self.config.min_lr, None, "fallback"
+            lr, forecast, reason = self._fallback_lr(), None, "fallback"
             logger.warning(
                 "stage %d: no candidate left; falling back to min_lr=%g", self.stage_index, lr
             )
@@ -647,6 +669,7 @@ class AutoLRS:
             self._restore(self._snapshot)
         self._winner = None
         stage.chosen_lr, stage.chosen_forecast = lr, forecast
+        stage.guarded = reason != "fallback" or self.config.min_lr not in stage.rejected
         self.log.write(
             "decision",
             self.global_step,
@@ -663,6 +686,15 @@ class AutoLRS:
         if not from_probe and self.config.keep_winner and stage.spec.probes > 0:
             target += stage.spec.tau_probe
         self._start_exploit(target, from_probe)
+
+    def _fallback_lr(self) -> float:
+        """The LR when no candidate is left: ``min_lr``, or half the smallest LR
+        already rolled back when ``min_lr`` itself was."""
+        assert self.stage is not None
+        rejected = self.stage.rejected
+        if rejected and min(rejected) <= self.config.min_lr:
+            return min(rejected) / 2
+        return self.config.min_lr
 
     def _start_exploit(self, target: int, from_probe: bool) -> None:
         assert self.stage is not None
@@ -681,110 +713,29 @@ class AutoLRS:
         stage.exploit_losses.append(finite_or_none(value))
         if math.isfinite(value):
             self._recent.append(value)
-        window = self._guard_window()
         if not math.isfinite(value):
             self._rollback("non-finite loss")
             return
         # The median over a long window costs tens of microseconds: check it every
         # tenth of a window (a blow-up is caught at most that many steps later).
-        stride = max(1, window // 10)
+        stride = max(1, stage.guard_window // 10)
         if len(stage.exploit_losses) % stride == 0:
-            reason = self._guard_reason(stage.exploit_losses[-window:], window)
+            reason = exploit_guard(stage, self.config.guard_factor)
             if reason is not None:
                 self._rollback(reason)
                 return
         done = len(stage.exploit_losses) >= stage.exploit_target and not stage.spec.final
         if done or self._at_anneal():
-            reason = self._end_guard()
+            reason = end_guard(stage)
             if reason is not None:
                 self._rollback(reason)
                 return
             self._end_exploit()
 
-    def _guard_reason(self, recent: list[float | None], window: int) -> str | None:
-        """Why the exploit must roll back, or None.
-
-        Fires when the median of the last ``window`` losses exceeds
-        ``guard_factor`` times the stage's start loss, or when the exploit had
-        clearly improved (below start / ``guard_factor``) and then gave back
-        nine tenths of that gain: the signature of a network the LR killed.
-        """
-        stage = self.stage
-        assert stage is not None
-        ref = self._guard_ref(len(recent), window)
-        if ref is None:
-            return None
-        med = statistics.median(v for v in recent if v is not None)
-        gf = self.config.guard_factor
-        # "Clearly" above: beyond the factor and beyond the per-step noise.
-        margin = 4.0 * self._noise()
-        stage.exploit_best = med if stage.exploit_best is None else min(stage.exploit_best, med)
-        if med > max(gf * ref, ref + margin):
-            return f"loss rose above {gf:g}x the stage start loss"
-        best = stage.exploit_best
-        if best < min(ref / gf, ref - margin) and med - best > 0.9 * (ref - best):
-            return "loss fell, then rose back to the stage start loss"
-        return None
-
-    def _guard_ref(self, n_recent: int, window: int) -> float | None:
-        """The stage's start loss when the guard judges this exploit, else None.
-
-        The guard needs a known start loss, a searched stage, a full window, and
-        an LR not already rejected (the fallback).
-        """
-        stage = self.stage
-        assert stage is not None
-        if stage.spec.probes == 0 or n_recent < window or stage.chosen_lr in stage.rejected:
-            return None
-        return stage.ref_loss
-
-    def _end_guard(self) -> str | None:
-        """At the end of an exploit: did the stage leave the loss clearly above its start?
-
-        A too-large LR can degrade training slowly, stage after stage, without
-        ever crossing the in-exploit thresholds. A stage whose last losses sit
-        above the loss at its snapshot by more than the per-step noise allows
-        is rolled back like any other failed exploit.
-        """
-        stage = self.stage
-        assert stage is not None
-        window = self._guard_window()
-        recent = [v for v in stage.exploit_losses[-window:] if v is not None]
-        ref = self._guard_ref(len(recent), window)
-        if ref is None:
-            return None
-        margin = 4.0 * self._noise() / math.sqrt(window) + 0.02 * abs(ref)
-        if statistics.median(recent) > ref + margin:
-            return "the stage ended above its start loss"
-        return None
-
-    def _noise(self) -> float:
-        """Per-step loss noise (robust sd): from the losses before the snapshot, else the fits."""
-        assert self.stage is not None
-        rmse = [
-            math.sqrt(p.fit["sse"] / max(p.fit["n_used"], 1.0))
-            for p in self.stage.probes
-            if p.fit is not None and "sse" in p.fit
-        ]
-        return max(self.stage.noise, statistics.median(rmse) if rmse else 0.0)
-
-    def _abort_ref(self) -> float | None:
-        """Loss level the blow-up rule compares with: the highest of the last
-        losses before the snapshot (per-batch losses near zero are heavy-tailed,
-        so their median would make ordinary batches look like a blow-up)."""
-        assert self.stage is not None
-        if self.stage.recent_max is not None:
-            return self.stage.recent_max
-        return self.stage.ref_loss
-
     def _val_every(self) -> int:
         """Probe steps between validation evaluations: ``val_every``, at most a quarter probe."""
         assert self.stage is not None
         return max(1, min(self.config.val_every, self.stage.spec.tau_probe // 4))
-
-    def _guard_window(self) -> int:
-        assert self.stage is not None
-        return max(3, self.stage.spec.tau_probe // 2)
 
     def _rollback(self, reason: str) -> None:
         assert self.stage is not None and self._snapshot is not None
@@ -809,7 +760,7 @@ class AutoLRS:
         if self._at_anneal():
             # No budget to exploit again: anneal from the snapshot at the next-best LR.
             ranked = self.strategy.rank(stage)
-            self._set_lr(ranked[0].lr if ranked else self.config.min_lr)
+            self._set_lr(ranked[0].lr if ranked else self._fallback_lr())
             self.stage_index += 1
             self._enter_tail()
         else:
@@ -818,7 +769,7 @@ class AutoLRS:
     def _end_exploit(self) -> None:
         assert self.stage is not None
         stage = self.stage
-        finite = [v for v in stage.exploit_losses[-self._guard_window() :] if v is not None]
+        finite = [v for v in stage.exploit_losses[-stage.guard_window :] if v is not None]
         actual_train = statistics.median(finite) if finite else None
         actual = actual_train
         if self.val_fn is not None:
@@ -852,17 +803,30 @@ class AutoLRS:
             self._finish()
             return
         self._anneal = AnnealState(start=self.global_step, steps=steps, lr=self.lr)
+        # The state the anneal starts from: where a non-finite anneal step goes back to.
+        self._snapshot = self._capture_live()
         self.phase = Phase.ANNEAL
         self._log_phase(Phase.ANNEAL)
         self._apply_lr(self._anneal_lr())
 
     def _on_anneal(self, value: float) -> None:
-        if math.isfinite(value):
-            self._recent.append(value)
+        if not math.isfinite(value):
+            self._recover("anneal")
+            return
+        self._recent.append(value)
         self._apply_lr(self._anneal_lr())
 
     def _finish(self) -> None:
         if self.phase is Phase.PROBE and self._dirty and self._snapshot is not None:
+            self._restore(self._snapshot)
+        if self._snapshot is not None and not _finite_weights(self.model):
+            # Never end on non-finite weights while a finite state exists.
+            warnings.warn(
+                f"the run's last state has non-finite weights; restored the state of step "
+                f"{self._snapshot.step}",
+                NonFiniteWarning,
+                stacklevel=3,
+            )
             self._restore(self._snapshot)
         self.phase = Phase.DONE
         self._log_phase(Phase.DONE)
@@ -890,14 +854,15 @@ class AutoLRS:
     def _default_lr(self) -> float:
         return math.sqrt(self.config.min_lr * self.config.max_lr)
 
-    def _warmup_lr(self, done: int) -> float:
-        target = self.config.warmup_lr or self._default_lr()
-        return target * (done + 1) / self.config.warmup_steps
+    def _warmup_lr(self, step: int) -> float:
+        target = (self.config.warmup_lr or self._default_lr()) * self._lr_scale
+        left = self.config.warmup_steps - self._warmup_from
+        return target * (step - self._warmup_from + 1) / max(left, 1)
 
     def _anneal_lr(self) -> float:
         a = self._anneal
         assert a is not None
-        return self.strategy.decay_lr(a.lr, self.global_step - a.start, a.steps)
+        return self.strategy.decay_lr(a.lr * self._lr_scale, self.global_step - a.start, a.steps)
 
     def apply_lr(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Set every param group's LR to autolr's: ``current_lr`` times the group's ratio.
@@ -977,6 +942,11 @@ class AutoLRS:
             "recent": list(self._recent),
             "anneal": asdict(self._anneal) if self._anneal is not None else None,
             "dirty": self._dirty,
+            "recovery": {
+                "lr_scale": self._lr_scale,
+                "count": self._recoveries,
+                "warmup_from": self._warmup_from,
+            },
             "strategy": self.strategy.state_dict(),
             "snapshot": self._snapshot.to_state() if self._snapshot is not None else None,
             "winner": self._winner.to_state() if self._winner is not None else None,
@@ -1025,6 +995,10 @@ class AutoLRS:
                 ),
                 "_dirty": bool(state["dirty"]),
             }
+            recovery = state.get("recovery", {"lr_scale": 1.0, "count": 0, "warmup_from": 0})
+            new["_lr_scale"] = float(recovery["lr_scale"])
+            new["_recoveries"] = int(recovery["count"])
+            new["_warmup_from"] = int(recovery["warmup_from"])
             strategy_state = state["strategy"] if "strategy" in state else {
                 "proposer": state["proposer"]
             }
@@ -1073,12 +1047,13 @@ class AutoLRS:
 AutoLRS.__doc__ = (AutoLRS.__doc__ or "").replace("{options}", options_doc("            "))
 
 
-def _robust_sd(values: list[float]) -> float:
-    """1.4826 times the median absolute deviation (0 for fewer than 3 values)."""
-    if len(values) < 3:
-        return 0.0
-    med = statistics.median(values)
-    return 1.4826 * statistics.median(abs(v - med) for v in values)
+def _finite_weights(model: nn.Module) -> bool:
+    """Every parameter and floating-point buffer is finite."""
+    with torch.no_grad():
+        for t in itertools.chain(model.parameters(), model.buffers()):
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                return False
+    return True
 
 
 def _probe_fields(probe: ProbeRecord) -> dict[str, Any]:

@@ -39,6 +39,10 @@ class AutoLRWarning(UserWarning):
     """Base class of autolr warnings."""
 
 
+class NonFiniteWarning(AutoLRWarning):
+    """The run reached non-finite weights; autolr went back to its last finite state."""
+
+
 class SchedulerConflictWarning(AutoLRWarning):
     """A framework LR scheduler would overwrite the LR autolr sets; autolr disabled it."""
 

@@ -1,0 +1,163 @@
+"""A stage's state, and the guards that judge its exploit.
+
+Plain data saved in the controller's ``state_dict``, and pure functions of it:
+the controller asks :func:`exploit_guard` during an exploit and
+:func:`end_guard` at its end whether to roll back to the stage snapshot.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from autolr.plan import StageSpec
+from autolr.probing import ProbeRecord
+
+
+@dataclass
+class StageState:
+    """The current stage's progress.
+
+    Attributes:
+        spec: the stage's lengths.
+        start_step: global step of the stage snapshot.
+        progress: fraction of the budget done at the snapshot.
+        ref_loss: median of the losses before the snapshot (the stage's start loss).
+        noise: robust sd of those losses.
+        recent_max: the highest of them (the blow-up rule's reference).
+        val0: the validation objective at the snapshot, with a validation objective.
+        probes: the stage's finished probes.
+        chosen_lr, chosen_forecast: the exploit's LR and its score.
+        rejected: LRs whose exploit was rolled back.
+        exploit_losses: the exploit's losses so far (None where non-finite).
+        exploit_target: the exploit's length in steps.
+        exploit_best: the lowest windowed median the exploit reached.
+        from_probe: the exploit continues from the winner probe's end state.
+        winner: index of the probe whose end state is kept, if any.
+        guarded: the guards judge this exploit (not a fallback below ``min_lr``,
+            taken after ``min_lr`` itself failed; a non-finite loss still rolls back).
+    """
+
+    spec: StageSpec
+    start_step: int
+    progress: float
+    ref_loss: float | None = None
+    noise: float = 0.0
+    recent_max: float | None = None
+    val0: float | None = None
+    probes: list[ProbeRecord] = field(default_factory=list)
+    chosen_lr: float | None = None
+    chosen_forecast: float | None = None
+    rejected: list[float] = field(default_factory=list)
+    exploit_losses: list[float | None] = field(default_factory=list)
+    exploit_target: int = 0
+    exploit_best: float | None = None
+    from_probe: bool = False
+    winner: int | None = None
+    guarded: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StageState:
+        data = dict(data)
+        data["spec"] = StageSpec(**data["spec"])
+        data["probes"] = [ProbeRecord(**p) for p in data["probes"]]
+        return cls(**data)
+
+    @property
+    def abort_ref(self) -> float | None:
+        """Loss level the blow-up rule compares with: the highest of the last
+        losses before the snapshot (per-batch losses near zero are heavy-tailed,
+        so their median would make ordinary batches look like a blow-up)."""
+        return self.recent_max if self.recent_max is not None else self.ref_loss
+
+    @property
+    def guard_window(self) -> int:
+        """Exploit steps the guards take the median over."""
+        return max(3, self.spec.tau_probe // 2)
+
+    def step_noise(self) -> float:
+        """Per-step loss noise (robust sd): from the losses before the snapshot, else the fits."""
+        rmse = [
+            math.sqrt(p.fit["sse"] / max(p.fit["n_used"], 1.0))
+            for p in self.probes
+            if p.fit is not None and "sse" in p.fit
+        ]
+        return max(self.noise, statistics.median(rmse) if rmse else 0.0)
+
+
+@dataclass
+class AnnealState:
+    """The final decay: first step, length, and the LR it starts from."""
+
+    start: int
+    steps: int
+    lr: float
+
+
+def _guard_ref(stage: StageState, n_recent: int) -> float | None:
+    """The stage's start loss when the guard judges this exploit, else None.
+
+    The guard needs a known start loss, a searched stage, a full window, and
+    a guarded exploit.
+    """
+    if stage.spec.probes == 0 or n_recent < stage.guard_window or not stage.guarded:
+        return None
+    return stage.ref_loss
+
+
+def exploit_guard(stage: StageState, guard_factor: float) -> str | None:
+    """Why the exploit must roll back now, or None (updates ``stage.exploit_best``).
+
+    Fires when the median of the last ``guard_window`` losses exceeds
+    ``guard_factor`` times the stage's start loss, or when the exploit had
+    clearly improved (below start / ``guard_factor``) and then gave back
+    nine tenths of that gain: the signature of a network the LR killed.
+    """
+    recent = stage.exploit_losses[-stage.guard_window :]
+    ref = _guard_ref(stage, len(recent))
+    if ref is None:
+        return None
+    med = statistics.median(v for v in recent if v is not None)
+    gf = guard_factor
+    # "Clearly" above: beyond the factor and beyond the per-step noise.
+    margin = 4.0 * stage.step_noise()
+    stage.exploit_best = med if stage.exploit_best is None else min(stage.exploit_best, med)
+    if med > max(gf * ref, ref + margin):
+        return f"loss rose above {gf:g}x the stage start loss"
+    best = stage.exploit_best
+    if best < min(ref / gf, ref - margin) and med - best > 0.9 * (ref - best):
+        return "loss fell, then rose back to the stage start loss"
+    return None
+
+
+def end_guard(stage: StageState) -> str | None:
+    """At the end of an exploit: did the stage leave the loss clearly above its start?
+
+    A too-large LR can degrade training slowly, stage after stage, without
+    ever crossing the in-exploit thresholds. A stage whose last losses sit
+    above the loss at its snapshot by more than the per-step noise allows
+    is rolled back like any other failed exploit.
+    """
+    window = stage.guard_window
+    recent = [v for v in stage.exploit_losses[-window:] if v is not None]
+    ref = _guard_ref(stage, len(recent))
+    if ref is None:
+        return None
+    margin = 4.0 * stage.step_noise() / math.sqrt(window) + 0.02 * abs(ref)
+    if statistics.median(recent) > ref + margin:
+        return "the stage ended above its start loss"
+    return None
+
+
+def robust_sd(values: list[float]) -> float:
+    """1.4826 times the median absolute deviation (0 for fewer than 3 values)."""
+    if len(values) < 3:
+        return 0.0
+    med = statistics.median(values)
+    return 1.4826 * statistics.median(abs(v - med) for v in values)
