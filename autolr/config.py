@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +34,7 @@ Check = Callable[[str, Any], Any]
 
 # ----------------------------------------------------------------- checks
 def positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ConfigError(f"{name} must be a positive number, got {value!r}")
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
@@ -47,12 +48,20 @@ def above_one(name: str, value: Any) -> float:
     return value
 
 
+# Step counts beyond this are surely a mistake, and float arithmetic on them overflows.
+MAX_STEPS = 10**15
+
+
 def integer(minimum: int) -> Check:
     def check(name: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        # numbers.Integral: numpy integers count too.
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        value = int(value)
         if value < minimum:
             raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        if value > MAX_STEPS:
+            raise ConfigError(f"{name} must be at most {MAX_STEPS:.0e}, got {value!r}")
         return value
 
     return check
@@ -281,6 +290,11 @@ class AutoLRSConfig:
             check = f.metadata["check"]
             if check is not None and not (value is None and f.metadata["optional"]):
                 setattr(self, f.name, check(f.name, value))
+        if self.warmup_lr is not None and self.warmup_lr > self.max_lr:
+            raise ConfigError(
+                f"warmup_lr must be at most max_lr, got warmup_lr={self.warmup_lr!r} > "
+                f"max_lr={self.max_lr!r}"
+            )
         if self.min_lr >= self.max_lr:
             raise ConfigError(
                 f"min_lr must be below max_lr, got min_lr={self.min_lr!r} >= max_lr={self.max_lr!r}"

@@ -27,6 +27,7 @@ import copy
 import itertools
 import logging
 import math
+import numbers
 import statistics
 import warnings
 from array import array
@@ -37,11 +38,19 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from autolr.config import AutoLRSConfig, check_option_names, options_doc
-from autolr.errors import ConfigError, InputError, NonFiniteWarning, StateError
+from autolr.errors import (
+    AutoLRWarning,
+    ConfigError,
+    InputError,
+    NonFiniteWarning,
+    SchedulerConflictWarning,
+    StateError,
+)
 from autolr.forecast import Forecaster
 from autolr.plan import StagePlan
 from autolr.probing import (
@@ -55,7 +64,14 @@ from autolr.probing import (
 )
 from autolr.proposer import Proposer
 from autolr.runlog import RunLog
-from autolr.snapshot import Snapshot, Stateful, capture, resolve_snapshot_device, restore
+from autolr.snapshot import (
+    Snapshot,
+    Stateful,
+    capture,
+    incompatibility,
+    resolve_snapshot_device,
+    restore,
+)
 from autolr.stage import AnnealState, StageState, end_guard, exploit_guard, robust_sd
 from autolr.strategy import ForecastStrategy, Strategy
 
@@ -88,44 +104,44 @@ PHASE_CODES = {p: i for i, p in enumerate(Phase)}
 class AutoLRS:
     """Tunes the LR of a training run while it trains (AutoLRS, ICLR 2021).
 
-    Call :meth:`step` with the loss after every optimizer step. Training is cut
-    into stages; each stage snapshots the training state, probes candidate LRs
-    for ``tau_probe`` steps each (restoring the snapshot before each), lets the
-    decision strategy score and rank them, then trains at the best one. Probe
-    steps are training steps: they count in ``total_steps``.
+        Call :meth:`step` with the loss after every optimizer step. Training is cut
+        into stages; each stage snapshots the training state, probes candidate LRs
+        for ``tau_probe`` steps each (restoring the snapshot before each), lets the
+        decision strategy score and rank them, then trains at the best one. Probe
+        steps are training steps: they count in ``total_steps``.
 
-    Args:
-        model: the model being trained; its parameters and buffers are snapshotted.
-        optimizer: its optimizer; autolr owns the LR of every param group. The
-            controlled LR is a scale: each group keeps its ratio to the first
-            group's LR at construction.
-        min_lr, max_lr, total_steps: options (below), also taken by position.
-        val_fn: optional ``() -> float`` validation loss. When given, the
-            objective is the validation loss: evaluated once at the stage
-            snapshot (``t = 0`` of every probe), every ``val_every`` probe steps
-            and at each probe's end; else the training loss of every step.
-            It must leave the model in training mode.
-        extra_state: other objects with ``state_dict``/``load_state_dict`` to
-            snapshot and restore with the model (a ``GradScaler``, say).
-        log_path: JSON-lines run log to append to (None: in memory only, see ``log``).
-        prober: a :class:`autolr.probing.ProbeBackend` that runs probes itself
-            (in this process or on Ray workers). Without one, the probes run
-            inline in the caller's loop.
-        strategy: the decision rule, a :class:`autolr.strategy.Strategy`
-            (default: :class:`autolr.strategy.ForecastStrategy` with the
-            ``forecaster`` and ``proposer`` given).
-        forecaster: a :class:`autolr.forecast.Forecaster` for the default
-            strategy (default: exponential, with ``loss_floor``).
-        proposer: a :class:`autolr.proposer.Proposer` for the default strategy
-            (default: the GP over ``[min_lr, max_lr]``).
-        trace: keep the LR, loss and phase of every step in memory (17 bytes a step).
-        **options: the settings of :class:`autolr.config.AutoLRSConfig`:
+        Args:
+            model: the model being trained; its parameters and buffers are snapshotted.
+            optimizer: its optimizer; autolr owns the LR of every param group. The
+                controlled LR is a scale: each group keeps its ratio to the first
+                group's LR at construction.
+            min_lr, max_lr, total_steps: options (below), also taken by position.
+            val_fn: optional ``() -> float`` validation loss. When given, the
+                objective is the validation loss: evaluated once at the stage
+                snapshot (``t = 0`` of every probe), every ``val_every`` probe steps
+                and at each probe's end; else the training loss of every step.
+                It must leave the model in training mode.
+            extra_state: other objects with ``state_dict``/``load_state_dict`` to
+                snapshot and restore with the model (a ``GradScaler``, say).
+            log_path: JSON-lines run log to append to (None: in memory only, see ``log``).
+            prober: a :class:`autolr.probing.ProbeBackend` that runs probes itself
+                (in this process or on Ray workers). Without one, the probes run
+                inline in the caller's loop.
+            strategy: the decision rule, a :class:`autolr.strategy.Strategy`
+                (default: :class:`autolr.strategy.ForecastStrategy` with the
+                ``forecaster`` and ``proposer`` given).
+            forecaster: a :class:`autolr.forecast.Forecaster` for the default
+                strategy (default: exponential, with ``loss_floor``).
+            proposer: a :class:`autolr.proposer.Proposer` for the default strategy
+                (default: the GP over ``[min_lr, max_lr]``).
+            trace: keep the LR, loss and phase of every step in memory (17 bytes a step).
+            **options: the settings of :class:`autolr.config.AutoLRSConfig`:
 
-{options}
+    {options}
 
-    Raises:
-        ConfigError: a setting is out of range or unknown, names the value given.
-        InputError: ``model`` or ``optimizer`` is not what is expected.
+        Raises:
+            ConfigError: a setting is out of range or unknown, names the value given.
+            InputError: ``model`` or ``optimizer`` is not what is expected.
     """
 
     def __init__(
@@ -155,6 +171,7 @@ class AutoLRS:
             )
         if len(groups) == 0:
             raise ConfigError("optimizer has no param groups: nothing to set the LR of")
+        _check_parts(model, optimizer, val_fn, extra_state, log_path, prober)
         check_option_names(options)
         self.config = AutoLRSConfig(
             min_lr=min_lr,  # type: ignore[arg-type]
@@ -201,6 +218,7 @@ class AutoLRS:
         self._anneal: AnnealState | None = None
         self._batch_cache: tuple[int, list[Any]] = (-1, [])
         self._warned_done = False
+        self._unwarned = {"lr", "floor"}  # each warning of outside changes is given once
         # The objective measured at an exploit's end: the next stage's value at its snapshot.
         self._next_val0: float | None = None
         # Recovery from non-finite losses in warmup and anneal (see _recover).
@@ -291,6 +309,8 @@ class AutoLRS:
         """
         value = self._to_float(loss)
         self.restored = False
+        if self._unwarned:
+            self._check_outside_changes(value)
         if self.phase is Phase.DONE:
             if not self._warned_done:
                 logger.warning("step() called after the budget was spent; the LR stays %g", self.lr)
@@ -313,6 +333,37 @@ class AutoLRS:
         if total is not None and self.global_step >= total and self.phase is not Phase.DONE:
             self._finish()
         return self.lr
+
+    def _check_outside_changes(self, value: float) -> None:
+        """Warn, once, of what silently spoils a run: the LR changed by other code
+        (an LR scheduler on the same optimizer) and losses below ``loss_floor``."""
+        i = next((j for j, r in enumerate(self.ratios) if r > 0), None)
+        if "lr" in self._unwarned and i is not None and self.current_lr > 0:
+            used = float(self.optimizer.param_groups[i]["lr"])
+            expected = self.current_lr * self.ratios[i]
+            if not math.isclose(used, expected, rel_tol=1e-6):
+                warnings.warn(
+                    f"the LR of param group {i} was changed outside autolr (to {used:g}; autolr "
+                    f"set {expected:g}), most likely by an LR scheduler: autolr owns the LR; "
+                    "stop calling scheduler.step()",
+                    SchedulerConflictWarning,
+                    stacklevel=3,
+                )
+                self._unwarned.discard("lr")
+        floor = self.config.loss_floor
+        if (
+            "floor" in self._unwarned
+            and floor is not None
+            and math.isfinite(value)
+            and value < floor
+        ):
+            warnings.warn(
+                f"loss {value:g} is below loss_floor={floor:g}: forecasts are floored there and "
+                "candidates tie; pass loss_floor=None for losses that can be negative",
+                AutoLRWarning,
+                stacklevel=3,
+            )
+            self._unwarned.discard("floor")
 
     def restore_snapshot(self) -> bool:
         """Put the stage snapshot back into the model and optimizer.
@@ -905,15 +956,10 @@ class AutoLRS:
                     f"{tuple(loss.shape)}"
                 )
             return float(loss.detach().float().item())
-        if isinstance(loss, (int, float)):
+        if isinstance(loss, numbers.Real):
             return float(loss)
-        try:
-            import numpy as np
-
-            if isinstance(loss, np.generic) or (isinstance(loss, np.ndarray) and loss.size == 1):
-                return float(loss)
-        except ImportError:  # pragma: no cover
-            pass
+        if isinstance(loss, np.ndarray) and loss.size == 1:
+            return float(loss.reshape(-1)[0])
         raise InputError(
             f"loss must be a number or a one-element tensor, got {type(loss).__name__}: {loss!r}"
         )
@@ -999,15 +1045,23 @@ class AutoLRS:
             new["_lr_scale"] = float(recovery["lr_scale"])
             new["_recoveries"] = int(recovery["count"])
             new["_warmup_from"] = int(recovery["warmup_from"])
-            strategy_state = state["strategy"] if "strategy" in state else {
-                "proposer": state["proposer"]
-            }
+            strategy_state = (
+                state["strategy"] if "strategy" in state else {"proposer": state["proposer"]}
+            )
             snap = Snapshot.from_state(state["snapshot"]) if state["snapshot"] is not None else None
             win = Snapshot.from_state(state["winner"]) if state["winner"] is not None else None
         except KeyError as exc:
             raise StateError(f"AutoLRS state is missing the key {exc}") from exc
         except (TypeError, ValueError, AttributeError) as exc:
             raise StateError(f"AutoLRS state is malformed: {exc}") from exc
+        for label, found in (("snapshot", snap), ("winner", win)):
+            why = (
+                incompatibility(found, self.model, self.optimizer, self.extra_state)
+                if found
+                else None
+            )
+            if why is not None:
+                raise StateError(f"AutoLRS state's {label} does not fit this run: {why}")
         if len(new["ratios"]) != len(self.optimizer.param_groups):
             raise StateError(
                 f"AutoLRS state has {len(new['ratios'])} param-group ratios, the optimizer has "
@@ -1045,6 +1099,65 @@ class AutoLRS:
 
 
 AutoLRS.__doc__ = (AutoLRS.__doc__ or "").replace("{options}", options_doc("            "))
+
+
+def _check_parts(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    val_fn: Any,
+    extra_state: Any,
+    log_path: Any,
+    prober: Any,
+) -> None:
+    """Refuse, with a message naming the value, objects the controller cannot work with."""
+    for i, group in enumerate(optimizer.param_groups):
+        if "lr" not in group:
+            raise InputError(
+                f"optimizer param group {i} has no 'lr' entry; autolr sets each group's 'lr' "
+                f"(keys: {sorted(k for k in group if k != 'params')})"
+            )
+    in_model = {id(p) for p in model.parameters()}
+    outside = [p for g in optimizer.param_groups for p in g["params"] if id(p) not in in_model]
+    if outside:
+        raise ConfigError(
+            f"the optimizer updates {len(outside)} parameter tensor(s) "
+            f"({sum(p.numel() for p in outside)} values) that are not parameters of `model`: "
+            "snapshots hold the model, so probe updates to them could not be undone; pass "
+            "the module that holds every parameter the optimizer updates"
+        )
+    if val_fn is not None and not callable(val_fn):
+        raise ConfigError(f"val_fn must be a callable returning a float, got {val_fn!r}")
+    if log_path is not None and not isinstance(log_path, (str, Path)):
+        raise ConfigError(f"log_path must be a path (str or Path) or None, got {log_path!r}")
+    if extra_state is not None:
+        if not isinstance(extra_state, Mapping):
+            raise ConfigError(
+                f"extra_state must map names to objects with state_dict/load_state_dict, "
+                f"got {type(extra_state).__name__}"
+            )
+        for name, obj in extra_state.items():
+            if not (
+                callable(getattr(obj, "state_dict", None))
+                and callable(getattr(obj, "load_state_dict", None))
+            ):
+                raise ConfigError(
+                    f"extra_state[{name!r}] needs state_dict() and load_state_dict(), got "
+                    f"{type(obj).__name__}"
+                )
+    if prober is not None and not (
+        callable(getattr(prober, "run", None)) and callable(getattr(prober, "reset", None))
+    ):
+        raise ConfigError(
+            f"prober must be a ProbeBackend (run(snapshot, requests) and reset()), got "
+            f"{type(prober).__name__}"
+        )
+    if any("initial_lr" in g for g in optimizer.param_groups):
+        warnings.warn(
+            "the optimizer has an LR scheduler attached (its param groups have 'initial_lr'); "
+            "autolr owns the LR: stop calling scheduler.step(), or autolr's LR is overwritten",
+            SchedulerConflictWarning,
+            stacklevel=3,
+        )
 
 
 def _finite_weights(model: nn.Module) -> bool:

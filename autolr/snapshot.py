@@ -136,6 +136,65 @@ class Snapshot:
         )
 
 
+def incompatibility(
+    snapshot: Snapshot,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    extras: Mapping[str, Stateful] | None = None,
+) -> str | None:
+    """Why ``snapshot`` cannot be restored into these objects, or None.
+
+    Checked before anything is loaded: the model's keys, shapes and dtypes; the
+    optimizer's kind (its param groups' settings) and parameter counts, and that
+    per-parameter state tensors have their parameter's shape; the extras' names.
+    """
+    live = model.state_dict()
+    if set(live) != set(snapshot.model):
+        missing = sorted(set(live) - set(snapshot.model))[:3]
+        unknown = sorted(set(snapshot.model) - set(live))[:3]
+        return f"the model's keys differ (missing {missing}, unknown {unknown})"
+    for key, tensor in live.items():
+        saved = snapshot.model[key]
+        if not isinstance(saved, torch.Tensor) or saved.shape != tensor.shape:
+            shape = tuple(saved.shape) if isinstance(saved, torch.Tensor) else type(saved).__name__
+            return f"model entry {key!r} has shape {shape}, the model has {tuple(tensor.shape)}"
+        if saved.dtype != tensor.dtype:
+            return f"model entry {key!r} has dtype {saved.dtype}, the model has {tensor.dtype}"
+    groups = snapshot.optimizer.get("param_groups")
+    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups):
+        n = len(groups) if isinstance(groups, list) else None
+        return f"the optimizer state has {n} param groups, the optimizer has " + str(
+            len(optimizer.param_groups)
+        )
+    params: list[torch.Tensor] = []
+    for i, (saved_g, live_g) in enumerate(zip(groups, optimizer.param_groups)):
+        saved_keys, live_keys = set(saved_g) - {"params"}, set(live_g) - {"params"}
+        if saved_keys != live_keys:
+            return (
+                f"optimizer param group {i} has settings {sorted(saved_keys)}, the optimizer "
+                f"({type(optimizer).__name__}) has {sorted(live_keys)}: another optimizer kind"
+            )
+        if len(saved_g["params"]) != len(live_g["params"]):
+            return (
+                f"optimizer param group {i} has {len(saved_g['params'])} parameters, the "
+                f"optimizer has {len(live_g['params'])}"
+            )
+        params.extend(live_g["params"])
+    for index, entry in (snapshot.optimizer.get("state") or {}).items():
+        if not isinstance(index, int) or not 0 <= index < len(params):
+            return f"optimizer state names parameter {index!r} of {len(params)}"
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                if value.shape != params[index].shape:
+                    return (
+                        f"optimizer state {name!r} of parameter {index} has shape "
+                        f"{tuple(value.shape)}, the parameter {tuple(params[index].shape)}"
+                    )
+    if set(extras or {}) - set(snapshot.extras):
+        return f"extra state {sorted(set(extras or {}) - set(snapshot.extras))} is not saved"
+    return None
+
+
 def resolve_snapshot_device(model: nn.Module, snapshot_device: str) -> torch.device:
     """``"same"``: the device of the model's first parameter; else the named device."""
     if snapshot_device == "same":
