@@ -43,6 +43,10 @@ class SchedulerConflictWarning(AutoLRWarning):
     """A framework LR scheduler would overwrite the LR autolr sets; autolr disabled it."""
 
 
+class LogWarning(AutoLRWarning):
+    """A run log or imported log has a flaw that was skipped or repaired."""
+
+
 class ProbeDivergedWarning(AutoLRWarning):
     """Raised as a warning (never an error) when every probe of a stage diverged."""
 

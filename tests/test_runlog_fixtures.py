@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from autolr.replay import load_run, replay_run
+from autolr.offline.logs import load_run
+from autolr.offline.replay import replay_run
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "runlogs").glob("*.jsonl"))
 

@@ -32,8 +32,10 @@ import numpy as np
 import torch
 
 from autolr.errors import AutoLRError, FitError, require
+from autolr.offline.harness import build_forecaster
+from autolr.offline.logs import LoggedRun, load_run
+from autolr.offline.replay import ReplayResult, replay_run
 from autolr.proposer import GPProposer
-from autolr.replay import LoggedRun, ReplayResult, build_forecaster, load_run, replay_run
 
 __all__ = [
     "ReportFiles",
