@@ -22,6 +22,7 @@ from torch import nn
 from autolr.console import fmt, out, print_table
 from autolr.controller import AutoLRS, Phase
 from autolr.errors import require
+from autolr.runlog import EXPLOIT_END, PROBE, ROLLBACK, STAGE_START
 
 logger = logging.getLogger(__name__)
 
@@ -264,17 +265,17 @@ def demo_command(args: argparse.Namespace) -> int:
         )
     tuner = res.tuner
     records = tuner.log.records
-    stages = {r["stage"]: r for r in records if r["type"] == "stage_start"}
+    stages = {r["stage"]: r for r in records if r["type"] == STAGE_START}
     rollbacks: dict[int, int] = {}
     for r in records:
-        if r["type"] == "rollback":
+        if r["type"] == ROLLBACK:
             rollbacks[r["stage"]] = rollbacks.get(r["stage"], 0) + 1
     rows = []
     for r in records:
-        if r["type"] != "exploit_end":
+        if r["type"] != EXPLOIT_END:
             continue
         st = stages.get(r["stage"], {})
-        probes = [p for p in records if p["type"] == "probe" and p["stage"] == r["stage"]]
+        probes = [p for p in records if p["type"] == PROBE and p["stage"] == r["stage"]]
         diverged = sum(1 for p in probes if p["diverged"])
         rows.append(
             [

@@ -31,6 +31,10 @@ class LogFormatError(AutoLRError, ValueError):
     """A run log or imported log cannot be read."""
 
 
+class SchemaError(AutoLRError, TypeError):
+    """A run-log record written with fields that are not its type's (a bug in the writer)."""
+
+
 class MissingDependencyError(AutoLRError, ImportError):
     """An optional dependency is not installed."""
 

@@ -39,6 +39,7 @@ from autolr.offline.harness import (
     quiet,
 )
 from autolr.offline.logs import LoggedRun, LoggedStage, load_run, warn_log
+from autolr.runlog import DECISION, PROBE, ROLLBACK, RUN_START
 
 __all__ = ["Mismatch", "ReplayResult", "replay_run"]
 
@@ -115,9 +116,9 @@ class ReplayResult:
         run = self.run
         return {
             "stages": len(run.stages),
-            "probes": len(run.of_type("probe")),
-            "decisions": len(run.of_type("decision")),
-            "rollbacks": len(run.of_type("rollback")),
+            "probes": len(run.of_type(PROBE)),
+            "decisions": len(run.of_type(DECISION)),
+            "rollbacks": len(run.of_type(ROLLBACK)),
             "steps": run.last_step,
         }
 
@@ -272,7 +273,7 @@ def _compare(
     run: LoggedRun, replayed: list[dict[str, Any]], limit: int
 ) -> tuple[list[Mismatch], int]:
     logged = list(zip(run.records, run.lines))[1:]
-    mine = [r for r in replayed if r["type"] != "run_start"]
+    mine = [r for r in replayed if r["type"] != RUN_START]
     out: list[Mismatch] = []
     compared = 0
     for n, (rec, line) in enumerate(logged):

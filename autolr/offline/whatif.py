@@ -32,6 +32,7 @@ from autolr.offline.harness import (
 )
 from autolr.offline.logs import LoggedRun, LoggedStage, load_run
 from autolr.proposer import GPProposer
+from autolr.runlog import DECISION, PROBE
 
 __all__ = ["StageWhatIf", "WhatIfResult", "what_if"]
 
@@ -279,11 +280,11 @@ def _decide_stage(
         if k >= len(rec["train_losses"]):
             raise OutOfLog(f"probe {st.index}.{len(tuner.stage.probes)} runs past its log")
         tuner.step(nan_if_none(rec["train_losses"][k]))
-    decision = tuner.log.of_type("decision")
+    decision = tuner.log.of_type(DECISION)
     if not decision:
         raise OutOfLog(f"stage {st.index} reached no decision")
     dec = decision[0]
-    probes = tuner.log.of_type("probe")
+    probes = tuner.log.of_type(PROBE)
     logged_dec = st.first_decision()
     departs = next(
         (i for i, (a, b) in enumerate(zip(forced.proposed, lrs)) if not math.isclose(a, b)),
