@@ -1,7 +1,9 @@
 """The ``autolr`` command line.
 
-Each command lives in a module with ``add_parser(subparsers)``; the parser's
-``func`` default runs it and returns the exit code.
+This module only parses arguments and dispatches: each command names its handler
+as ``"module:function"``, imported when the command runs (the offline handlers
+live in :mod:`autolr.offline.commands`, the demo's in :mod:`autolr.demo`). A
+handler takes the parsed arguments and returns the exit code.
 """
 
 from __future__ import annotations
@@ -10,118 +12,141 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-# Modules that add commands; optional ones are skipped when their module is absent.
-COMMAND_MODULES = ["autolr.cli", "autolr.offline_cli"]
+
+def _ints(text: str) -> list[int]:
+    try:
+        out = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {text!r}"
+        ) from None
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
+    return out
 
 
-def _fmt(value: Any, spec: str = ".4g") -> str:
-    return "-" if value is None else format(value, spec)
+def _fraction_or_none(text: str) -> float | None:
+    if text.lower() in ("none", "off"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
 
 
-def print_table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [
-        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
-    ]
-    print("  ".join(h.rjust(w) for h, w in zip(headers, widths)))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from autolr.demo import run_demo
-
-    with tqdm(total=2 * args.steps, desc="autolr run + default run", unit="step") as bar:
-        res = run_demo(
-            steps=args.steps,
-            seed=args.seed,
-            out_dir=args.out,
-            plot=not args.no_plot,
-            progress=bar.update,
-        )
-    tuner = res.tuner
-    records = tuner.log.records
-    stages = {r["stage"]: r for r in records if r["type"] == "stage_start"}
-    rollbacks: dict[int, int] = {}
-    for r in records:
-        if r["type"] == "rollback":
-            rollbacks[r["stage"]] = rollbacks.get(r["stage"], 0) + 1
-    rows = []
-    for r in records:
-        if r["type"] != "exploit_end":
-            continue
-        st = stages.get(r["stage"], {})
-        probes = [p for p in records if p["type"] == "probe" and p["stage"] == r["stage"]]
-        diverged = sum(1 for p in probes if p["diverged"])
-        rows.append(
-            [
-                str(r["stage"]),
-                str(st.get("tau", "-")),
-                f"{len(probes)} ({diverged} div.)",
-                _fmt(r["lr"]),
-                _fmt(r["forecast"]),
-                _fmt(r["actual"]),
-                str(rollbacks.get(r["stage"], 0)),
-            ]
-        )
-    print("\nStages (forecast: loss predicted at t=tau from the probes; actual: loss reached)")
-    print_table(["stage", "tau", "probes", "LR chosen", "forecast", "actual", "rollbacks"], rows)
-    total = tuner.global_step
-    print(
-        f"\nsteps: {total} in all, {tuner.search_steps} on probes "
-        f"({100 * tuner.search_steps / max(total, 1):.0f}%), the rest exploit and anneal"
+def _bool_flag(parser: argparse.ArgumentParser, name: str, help_: str) -> None:
+    parser.add_argument(
+        f"--{name}", dest=name.replace("-", "_"), action="store_true", default=None, help=help_
     )
-    print("\nFinal results (same model, same budget, same data order)")
-    print_table(
-        ["run", "val loss", "val acc", "test loss", "test acc"],
-        [
-            [
-                "autolr",
-                _fmt(res.autolr_val[0]),
-                _fmt(res.autolr_val[1], ".3f"),
-                _fmt(res.autolr_test[0]),
-                _fmt(res.autolr_test[1], ".3f"),
-            ],
-            [
-                "SGD cosine from lr=0.1",
-                _fmt(res.baseline_val[0]),
-                _fmt(res.baseline_val[1], ".3f"),
-                _fmt(res.baseline_test[0]),
-                _fmt(res.baseline_test[1], ".3f"),
-            ],
-        ],
+    parser.add_argument(
+        f"--no-{name}", dest=name.replace("-", "_"), action="store_false", help=f"do not {help_}"
     )
-    print(f"\nrun log: {res.log_path}")
-    if res.plot_path is not None:
-        print(f"plot:    {res.plot_path}")
-    return 0
 
 
-def add_parser(sub: Any) -> None:
+def _add_demo(sub: Any) -> None:
     p = sub.add_parser("demo", help="train an MLP on scikit-learn's digits with autolr")
     p.add_argument("--steps", type=int, default=3000, help="training steps per run (3000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="autolr_runs/demo", help="output folder")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(handler="autolr.demo:demo_command")
+
+
+def _add_replay(sub: Any) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="replay a run log through the controller; with forecaster options, re-decide",
+        description=(
+            "Without options: feed the logged losses back through the controller and check "
+            "that it takes the logged decisions (exit 1 if not). With forecaster options: "
+            "re-decide every stage from its logged probes and show which stages change."
+        ),
+    )
+    p.add_argument("run", help="run log (JSON lines) written by autolr")
+    p.add_argument("--forecaster", help="forecaster to re-decide with (exponential, power_law)")
+    _bool_flag(p, "trim", "trim outliers before fitting")
+    p.add_argument("--hampel-window", type=int, help="Hampel filter window (odd, >= 3)")
+    p.add_argument("--hampel-k", type=float, help="Hampel threshold in robust sd")
+    p.add_argument("--min-value", type=float, help="floor of the forecasts (e.g. 0)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler="autolr.offline.commands:cmd_replay")
+
+
+def _add_forecast_eval(sub: Any) -> None:
+    p = sub.add_parser(
+        "forecast-eval",
+        help="how well short windows of a logged loss curve forecast the loss further on",
+    )
+    p.add_argument(
+        "log",
+        help="TensorBoard events, Lightning metrics.csv, HF trainer_state.json, "
+        "or a CSV/JSONL with step, loss[, lr]",
+    )
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "tensorboard", "lightning", "hf", "csv", "jsonl"],
+    )
+    p.add_argument("--name", help="loss tag/column/key (default: guessed)")
+    p.add_argument("--lr-name", help="LR tag/column/key (default: guessed)")
+    p.add_argument("--tau", type=_ints, help="horizons in steps, e.g. 200,500")
+    p.add_argument("--tau-probe", type=_ints, help="probe lengths in steps, e.g. 10,20,50")
+    p.add_argument("--target-tau", type=int, help="horizon of the main recommendation")
+    p.add_argument("--forecasters", default="exponential,power_law")
+    p.add_argument("--max-windows", type=int, default=48)
+    p.add_argument(
+        "--max-lr-change",
+        type=_fraction_or_none,
+        default=0.1,
+        help="leave out windows whose LR changes by more than this fraction ('none': keep all)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler="autolr.offline.commands:cmd_forecast_eval")
+
+
+def _add_report(sub: Any) -> None:
+    p = sub.add_parser("report", help="PNG and self-contained HTML of a run log")
+    p.add_argument("run", help="run log (JSON lines) written by autolr")
+    p.add_argument("-o", "--out", help="output folder (default: the log's folder)")
+    p.add_argument("--no-replay", action="store_true", help="skip the replay check")
+    p.set_defaults(handler="autolr.offline.commands:cmd_report")
+
+
+def _add_simulate(sub: Any) -> None:
+    p = sub.add_parser(
+        "simulate", help="run autolr on the noisy quadratic model and score it exactly"
+    )
+    p.add_argument("--steps", type=int, default=400, help="step budget, probes included")
+    p.add_argument("--dim", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--forecaster", default="exponential")
+    p.add_argument("--probes", type=int)
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--out", help="run log to write")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler="autolr.offline.commands:cmd_simulate")
+
+
+COMMANDS = [_add_demo, _add_replay, _add_forecast_eval, _add_report, _add_simulate]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autolr", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log autolr's decisions")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
-        try:
-            module = sys.modules[__name__] if name == __name__ else importlib.import_module(name)
-        except ImportError:
-            continue
-        module.add_parser(sub)
+    for add in COMMANDS:
+        add(sub)
     return parser
+
+
+def _handler(spec: str) -> Callable[[argparse.Namespace], int]:
+    module, name = spec.split(":")
+    func: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), name)
+    return func
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    return int(args.func(args))
+    return int(_handler(args.handler)(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,7 @@ plot of the LR per step over the loss curve.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -18,8 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from autolr.console import fmt, out, print_table
 from autolr.controller import AutoLRS, Phase
 from autolr.errors import require
+from autolr.runlog import EXPLOIT_END, PROBE, ROLLBACK, STAGE_START
 
 logger = logging.getLogger(__name__)
 
@@ -238,11 +241,81 @@ def plot_lr_and_loss(
 
 
 def _smooth(values: list[float], width: int = 25) -> list[float]:
-    out, acc = [], []
+    smoothed, acc = [], []
     for v in values:
         acc.append(v)
         if len(acc) > width:
             acc.pop(0)
         finite = [a for a in acc if math.isfinite(a)]
-        out.append(sum(finite) / len(finite) if finite else float("nan"))
-    return out
+        smoothed.append(sum(finite) / len(finite) if finite else float("nan"))
+    return smoothed
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    """The ``autolr demo`` command: run the demo with a progress bar, print its stages."""
+    from tqdm import tqdm
+
+    with tqdm(total=2 * args.steps, desc="autolr run + default run", unit="step") as bar:
+        res = run_demo(
+            steps=args.steps,
+            seed=args.seed,
+            out_dir=args.out,
+            plot=not args.no_plot,
+            progress=bar.update,
+        )
+    tuner = res.tuner
+    records = tuner.log.records
+    stages = {r["stage"]: r for r in records if r["type"] == STAGE_START}
+    rollbacks: dict[int, int] = {}
+    for r in records:
+        if r["type"] == ROLLBACK:
+            rollbacks[r["stage"]] = rollbacks.get(r["stage"], 0) + 1
+    rows = []
+    for r in records:
+        if r["type"] != EXPLOIT_END:
+            continue
+        st = stages.get(r["stage"], {})
+        probes = [p for p in records if p["type"] == PROBE and p["stage"] == r["stage"]]
+        diverged = sum(1 for p in probes if p["diverged"])
+        rows.append(
+            [
+                str(r["stage"]),
+                str(st.get("tau", "-")),
+                f"{len(probes)} ({diverged} div.)",
+                fmt(r["lr"]),
+                fmt(r["forecast"]),
+                fmt(r["actual"]),
+                str(rollbacks.get(r["stage"], 0)),
+            ]
+        )
+    out("\nStages (forecast: loss predicted at t=tau from the probes; actual: loss reached)")
+    print_table(["stage", "tau", "probes", "LR chosen", "forecast", "actual", "rollbacks"], rows)
+    total = tuner.global_step
+    out(
+        f"\nsteps: {total} in all, {tuner.search_steps} on probes "
+        f"({100 * tuner.search_steps / max(total, 1):.0f}%), the rest exploit and anneal"
+    )
+    out("\nFinal results (same model, same budget, same data order)")
+    print_table(
+        ["run", "val loss", "val acc", "test loss", "test acc"],
+        [
+            [
+                "autolr",
+                fmt(res.autolr_val[0]),
+                fmt(res.autolr_val[1], ".3f"),
+                fmt(res.autolr_test[0]),
+                fmt(res.autolr_test[1], ".3f"),
+            ],
+            [
+                "SGD cosine from lr=0.1",
+                fmt(res.baseline_val[0]),
+                fmt(res.baseline_val[1], ".3f"),
+                fmt(res.baseline_test[0]),
+                fmt(res.baseline_test[1], ".3f"),
+            ],
+        ],
+    )
+    out(f"\nrun log: {res.log_path}")
+    if res.plot_path is not None:
+        out(f"plot:    {res.plot_path}")
+    return 0

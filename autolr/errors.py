@@ -31,6 +31,10 @@ class LogFormatError(AutoLRError, ValueError):
     """A run log or imported log cannot be read."""
 
 
+class SchemaError(AutoLRError, TypeError):
+    """A run-log record written with fields that are not its type's (a bug in the writer)."""
+
+
 class MissingDependencyError(AutoLRError, ImportError):
     """An optional dependency is not installed."""
 
@@ -45,6 +49,10 @@ class NonFiniteWarning(AutoLRWarning):
 
 class SchedulerConflictWarning(AutoLRWarning):
     """A framework LR scheduler would overwrite the LR autolr sets; autolr disabled it."""
+
+
+class LogWarning(AutoLRWarning):
+    """A run log or imported log has a flaw that was skipped or repaired."""
 
 
 def require(module: str, extra: str) -> object:

@@ -222,12 +222,14 @@ def diagnostics(records: list[dict[str, Any]]) -> dict[str, Any]:
         their reasons), ``fallbacks`` (no candidate left), and the relative
         forecast error ``(forecast - actual) / actual`` of each stage.
     """
-    probes = [r for r in records if r.get("type") == "probe"]
-    rollbacks = [r for r in records if r.get("type") == "rollback"]
-    decisions = [r for r in records if r.get("type") == "decision"]
+    from autolr.runlog import DECISION, EXPLOIT_END, PROBE, ROLLBACK
+
+    probes = [r for r in records if r.get("type") == PROBE]
+    rollbacks = [r for r in records if r.get("type") == ROLLBACK]
+    decisions = [r for r in records if r.get("type") == DECISION]
     stages = []
     for r in records:
-        if r.get("type") != "exploit_end":
+        if r.get("type") != EXPLOIT_END:
             continue
         stages.append(
             {

@@ -44,6 +44,7 @@ from torch import nn
 import autolr
 from autolr.integrations.ray import RayProber
 from autolr.probing import LocalProber, ProbeRequest
+from autolr.runlog import PROBE
 from autolr.snapshot import capture
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ray_search_timing.json"
@@ -211,7 +212,7 @@ def main() -> None:
                 seed=rep,
             )
             elapsed = time.perf_counter() - t0
-            probes = tuner.log.of_type("probe")
+            probes = tuner.log.of_type(PROBE)
             runs.append(
                 {
                     "wall_s": elapsed,

@@ -1,6 +1,6 @@
 """Study autolr's options at no cost on the noisy quadratic model, then replay a run.
 
-1. Drive AutoLRS on the noisy quadratic model (autolr.simulate) with a couple of
+1. Drive AutoLRS on the noisy quadratic model (autolr.offline.nqm) with a couple of
    option settings; each run writes a run log, and its schedule is scored exactly
    against the optimal schedule for the same step budget.
 2. Replay one run log through the controller: it must take the logged decisions.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from autolr.replay import replay_run, simulate_nqm, what_if
+from autolr.offline import replay_run, simulate_nqm, what_if
 
 SETTINGS = {
     "exponential, 4 probes": {"forecaster": "exponential", "probes": 4},

@@ -11,8 +11,8 @@ import pytest
 
 from autolr.cli import main
 from autolr.errors import ConfigError, LogFormatError
-from autolr.forecast_eval import default_taus, evaluate_forecasts, make_windows
-from autolr.importers import LossLog
+from autolr.offline.forecast_eval import default_taus, evaluate_forecasts, make_windows
+from autolr.offline.importers import LossLog
 
 
 def exp_log(n: int = 1200, noise: float = 0.0, seed: int = 0, lr=None) -> LossLog:

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from autolr.cli import main
-from autolr.errors import LogFormatError
-from autolr.importers import (
-    LogWarning,
+from autolr.errors import LogFormatError, LogWarning
+from autolr.offline.importers import (
     LossLog,
     detect_format,
     load_loss_log,

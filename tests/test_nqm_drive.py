@@ -10,8 +10,11 @@ import pytest
 import torch
 
 from autolr.cli import main
-from autolr.replay import NQMRun, load_run, replay_run, simulate_nqm, what_if
-from autolr.simulate import NoisyQuadratic, constant_lr_expected_loss, sgd_expected_loss
+from autolr.offline.logs import load_run
+from autolr.offline.nqm import NoisyQuadratic, constant_lr_expected_loss, sgd_expected_loss
+from autolr.offline.replay import replay_run
+from autolr.offline.simulate import NQMRun, simulate_nqm
+from autolr.offline.whatif import what_if
 
 TOTAL = 300
 

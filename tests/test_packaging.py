@@ -35,6 +35,7 @@ def test_wheel_contains_mapped_packages(tmp_path):
     assert "autolr/kernels/expfit.py" in names
     assert "autolr/integrations/__init__.py" in names
     assert "autolr/controller.py" in names and "autolr/py.typed" in names
+    assert "autolr/offline/replay.py" in names
     tops = {n.split("/")[0] for n in names}
     assert not {"kernels", "integrations", "tests", "benchmarks"} & tops
 

@@ -12,8 +12,11 @@ from torch import nn
 
 from autolr import AutoLRS, LocalProber, LogFormatError
 from autolr.cli import main
-from autolr.importers import LogWarning
-from autolr.replay import ReplayResult, build_forecaster, load_run, replay_run, what_if
+from autolr.errors import LogWarning
+from autolr.offline.harness import build_forecaster
+from autolr.offline.logs import load_run
+from autolr.offline.replay import ReplayResult, replay_run
+from autolr.offline.whatif import what_if
 from tests.conftest import Regression, make_model, train_step
 
 

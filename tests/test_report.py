@@ -11,8 +11,9 @@ import pytest
 
 from autolr.cli import main
 from autolr.errors import AutoLRError
-from autolr.replay import LoggedRun, ReplayResult, load_run, replay_run
-from autolr.report import (
+from autolr.offline.logs import LoggedRun, load_run
+from autolr.offline.replay import ReplayResult, replay_run
+from autolr.offline.report import (
     PHASES,
     forecast_vs_actual,
     gp_posterior,
@@ -118,7 +119,7 @@ def test_forecast_vs_actual(run: LoggedRun) -> None:
 
 
 def test_render_figures_keys(monkeypatch: pytest.MonkeyPatch, run: LoggedRun) -> None:
-    import autolr.report as report
+    import autolr.offline.report as report
 
     monkeypatch.setattr(report, "_png", lambda fig: PNG_MAGIC + b"stub")
     monkeypatch.setattr(report, "_stack", lambda pngs: b"".join(pngs))

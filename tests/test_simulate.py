@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from autolr.errors import ConfigError
-from autolr.simulate import (
+from autolr.offline.nqm import (
     NoisyQuadratic,
     QuadraticSpec,
     best_constant_lr,

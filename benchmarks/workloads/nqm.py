@@ -1,4 +1,4 @@
-"""S0: the noisy quadratic model from :mod:`autolr.simulate`, plain SGD.
+"""S0: the noisy quadratic model from :mod:`autolr.offline.nqm`, plain SGD.
 
 Validation and test "loss" are both the exact noise-free loss at the current
 parameters. For a plain-SGD LR sequence the expected final loss is exact, and so
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autolr.simulate import NoisyQuadratic, optimal_schedule, sgd_expected_loss
+from autolr.offline.nqm import NoisyQuadratic, optimal_schedule, sgd_expected_loss
 from benchmarks.common import Instance, Workload
 
 DIM = 1000

@@ -36,11 +36,10 @@ from typing import Any
 
 import torch
 
-from autolr.errors import AutoLRWarning, LogFormatError, require
+from autolr.errors import LogFormatError, LogWarning, require
 
 __all__ = [
     "FORMATS",
-    "LogWarning",
     "LossLog",
     "detect_format",
     "load_loss_log",
@@ -69,10 +68,6 @@ _LOSS_NAMES = (
 )
 _NOT_TRAIN = re.compile(r"val|valid|eval|test|epoch", re.IGNORECASE)
 _LR_NAME = re.compile(r"(^|[/_\-.])(lr|learning[_\-]?rate)($|[/_\-.])", re.IGNORECASE)
-
-
-class LogWarning(AutoLRWarning):
-    """A run log or imported log has a flaw that was skipped or repaired."""
 
 
 def _warn(message: str) -> None:

@@ -27,7 +27,7 @@ import torch
 
 from autolr.errors import ConfigError, FitError, LogFormatError
 from autolr.forecast import Forecaster, make_forecaster
-from autolr.importers import LossLog
+from autolr.offline.importers import LossLog
 
 __all__ = [
     "ForecastEval",
@@ -329,7 +329,7 @@ def evaluate_forecasts(
     starts, and each forecaster on the same windows.
 
     Args:
-        log: the loss curve (see :mod:`autolr.importers`).
+        log: the loss curve (see :mod:`autolr.offline.importers`).
         taus: horizons in log steps (default: :func:`default_taus`).
         fractions: probe lengths as fractions of ``tau`` (``tau_probe = f * tau``).
         tau_probes: probe lengths in log steps, instead of ``fractions`` (each

@@ -32,8 +32,11 @@ import numpy as np
 import torch
 
 from autolr.errors import AutoLRError, FitError, require
+from autolr.offline.harness import build_forecaster
+from autolr.offline.logs import LoggedRun, load_run
+from autolr.offline.replay import ReplayResult, replay_run
 from autolr.proposer import GPProposer
-from autolr.replay import LoggedRun, ReplayResult, build_forecaster, load_run, replay_run
+from autolr.runlog import EXPLOIT_END, PHASE, PROBE, ROLLBACK
 
 __all__ = [
     "ReportFiles",
@@ -98,11 +101,11 @@ def step_series(
                 lr[step], phase[step] = applied, ph
     for rec in run.records:
         kind = rec["type"]
-        if kind == "probe":
+        if kind == PROBE:
             _put(lr, loss, phase, rec["step"], rec["train_losses"], rec["lr"], "probe")
-        elif kind == "rollback":
+        elif kind == ROLLBACK:
             _put(lr, loss, phase, rec["step"], rec["losses"], rec["lr"], "rolled_back")
-        elif kind == "exploit_end":
+        elif kind == EXPLOIT_END:
             _put(lr, loss, phase, rec["step"], rec["losses"], rec["lr"], "exploit")
     first = run.stages[0] if run.stages else None
     warm = int(run.config.get("warmup_steps") or 0)
@@ -111,7 +114,7 @@ def step_series(
         recent = first.recent or []
         if recent and len(recent) <= warm:
             loss[warm - len(recent) : warm] = recent
-    for rec in run.of_type("phase"):
+    for rec in run.of_type(PHASE):
         if rec["phase"] == "anneal":
             phase[rec["step"] :] = "anneal"
     return {"step": np.arange(n, dtype=np.int64), "lr": lr, "loss": loss, "phase": phase}
@@ -267,7 +270,7 @@ def forecast_vs_actual(run: LoggedRun | str | Path) -> dict[str, np.ndarray]:
         last exploit losses, as the controller logs it.
     """
     run = _as_run(run)
-    ends = run.of_type("exploit_end")
+    ends = run.of_type(EXPLOIT_END)
 
     def num(v: Any) -> float:
         return float("nan") if v is None else float(v)
@@ -512,7 +515,7 @@ def _html(run: LoggedRun, images: dict[str, bytes], result: ReplayResult | None)
     cfg = run.config
     keys = ("min_lr", "max_lr", "total_steps", "probes", "tau", "tau_probe", "objective")
     settings = ", ".join(f"{k}={cfg.get(k)}" for k in keys if k in cfg)
-    probes = run.of_type("probe")
+    probes = run.of_type(PROBE)
     search = sum(len(p["train_losses"]) for p in probes)
     total = run.run_end["total"] if run.run_end else run.last_step
     if result is None:
@@ -575,7 +578,7 @@ img {{ max-width: 100%; }}
 <h1>autolr run: {title}</h1>
 <p>{html.escape(settings)}</p>
 <p>{total} steps, {search} of them probing ({100 * search / max(total, 1):.0f}%),
-{len(run.stages)} stages, {len(probes)} probes, {len(run.of_type("rollback"))} rollbacks.
+{len(run.stages)} stages, {len(probes)} probes, {len(run.of_type(ROLLBACK))} rollbacks.
 Check: {html.escape(check)}.</p>
 {f"<ul>{notes}</ul>" if notes else ""}
 <h2>Stages</h2>

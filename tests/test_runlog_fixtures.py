@@ -1,0 +1,38 @@
+"""Run logs written by earlier versions still read and replay exactly.
+
+The logs in ``tests/fixtures/runlogs`` were written by the controller (see
+``make_fixtures.py`` there); they are kept as written, not regenerated with the code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autolr.offline.logs import load_run
+from autolr.offline.replay import replay_run
+
+FIXTURES = sorted((Path(__file__).parent / "fixtures" / "runlogs").glob("*.jsonl"))
+
+
+def test_fixtures_cover_the_log_features() -> None:
+    runs = {p.stem: load_run(p) for p in FIXTURES}
+    assert {"digits_train", "digits_val", "digits_prober", "digits_warmup_anneal", "nqm"} <= set(
+        runs
+    )
+    assert runs["digits_train"].of_type("rollback")
+    assert runs["digits_val"].objective == "val_loss"
+    assert runs["digits_prober"].prober == "LocalProber"
+    assert runs["digits_prober"].config["parallel_probes"] == 2
+    phases = [r["phase"] for r in runs["digits_warmup_anneal"].of_type("phase")]
+    assert phases[:1] == ["warmup"] and "anneal" in phases
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+def test_fixture_replays_exactly(path: Path) -> None:
+    result = replay_run(load_run(path, strict=True))
+    assert result.stopped is None
+    assert result.matches, [m.describe() for m in result.mismatches]
+    assert result.compared == len(result.run.records) - 1
+    assert not result.run.warnings
