@@ -195,7 +195,8 @@ class AutoLRS:
             if strategy is not None
             else ForecastStrategy(self.config, forecaster=forecaster, proposer=proposer)
         )
-        self.log = RunLog(log_path)
+        # Held until construction succeeds: a failed one leaves no line in the file.
+        self.log = RunLog(log_path, hold=True)
         self._snapshot_device = resolve_snapshot_device(model, self.config.snapshot_device)
         self.initial_lrs = [float(g["lr"]) for g in groups]
         self.ratios = group_ratios(optimizer)
@@ -237,6 +238,7 @@ class AutoLRS:
             initial_lrs=self.initial_lrs,
             forecaster=forecaster_config.config() if forecaster_config is not None else None,
             prober=type(prober).__name__ if prober is not None else None,
+            strategy=self.strategy.config(),
         )
         if self.config.warmup_steps > 0:
             # The state training starts from: where a non-finite warmup step goes back to.
@@ -245,6 +247,7 @@ class AutoLRS:
             self._apply_lr(self._warmup_lr(0))
         else:
             self._begin_stage()
+        self.log.release()
 
     # ------------------------------------------------------------------ API
     @staticmethod
@@ -740,11 +743,12 @@ class AutoLRS:
 
     def _fallback_lr(self) -> float:
         """The LR when no candidate is left: ``min_lr``, or half the smallest LR
-        already rolled back when ``min_lr`` itself was."""
+        whose exploit went non-finite when ``min_lr`` itself did (so a run where
+        every LR diverges keeps going down instead of repeating one LR)."""
         assert self.stage is not None
-        rejected = self.stage.rejected
-        if rejected and min(rejected) <= self.config.min_lr:
-            return min(rejected) / 2
+        failed = self.stage.nonfinite
+        if failed and min(failed) <= self.config.min_lr:
+            return min(failed) / 2
         return self.config.min_lr
 
     def _start_exploit(self, target: int, from_probe: bool) -> None:
@@ -802,6 +806,8 @@ class AutoLRS:
             losses=stage.exploit_losses,
         )
         stage.rejected.append(lr)
+        if reason == "non-finite loss":
+            stage.nonfinite.append(lr)
         for p in stage.probes:
             if p.lr == lr:
                 p.rolled_back = True

@@ -119,6 +119,16 @@ class GPProposer:
         self.calls = 0
         self.bounds = (0.0, 1.0)
 
+    def config(self) -> dict[str, Any]:
+        """The settings a replay needs to rebuild this proposer (JSON-friendly)."""
+        return {
+            "name": "gp",
+            "acquisition": self.acquisition,
+            "beta": self.beta,
+            "initial": self.initial,
+            "warm_start": self.warm_start,
+        }
+
     # -- conversions -------------------------------------------------------
     def to_x(self, lr: float) -> float:
         return (math.log(lr) - self.log_min) / (self.log_max - self.log_min)

@@ -93,6 +93,8 @@ class RunStart:
         forecaster: the forecaster's ``config()`` (added within version 1).
         prober: class name of the probe backend, or null when probes run in the
             training loop (added within version 1).
+        strategy: the decision strategy's ``config()``: its ``name`` and its
+            proposer's settings (added within version 1).
     """
 
     TYPE: ClassVar[str] = RUN_START
@@ -100,6 +102,7 @@ class RunStart:
     initial_lrs: list[float]
     forecaster: dict[str, Any] | None = _added()
     prober: str | None = _added()
+    strategy: dict[str, Any] | None = _added()
 
 
 @dataclass(frozen=True)
@@ -319,15 +322,48 @@ def _check_fields(type_: str, fields: dict[str, Any]) -> None:
 class RunLog:
     """Appends records to a JSON-lines file (if a path is given) and keeps them in memory.
 
+    A write to the file that fails (disk full, a folder at the path) never
+    raises: the record stays in memory (:attr:`records` is always whole),
+    :attr:`failed_writes` counts it, and the first failure is warned of with a
+    :class:`~autolr.errors.LogWarning`. So a caller's state never depends on
+    whether its log line reached the disk. Each line is written whole, so a crash
+    at any point leaves every line in the file valid JSON.
+
     Args:
         path: file to append to; parent folders are created. None keeps records in memory only.
+        hold: keep records in memory only until :meth:`release` (a controller
+            whose construction fails leaves no line in the file).
     """
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, *, hold: bool = False) -> None:
         self.path = Path(path) if path is not None else None
         self.records: list[dict[str, Any]] = []
-        if self.path is not None:
+        self.failed_writes = 0
+        self._held = hold
+
+    def release(self) -> None:
+        """Stop holding: write every record so far to the file, then each as it comes."""
+        if self._held:
+            self._held = False
+            self._append(self.records)
+
+    def _append(self, records: list[dict[str, Any]]) -> None:
+        if self.path is None or not records:
+            return
+        text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            self.failed_writes += len(records)
+            if self.failed_writes == len(records):
+                warnings.warn(
+                    f"cannot write the run log {self.path} ({exc}); records are kept in "
+                    "memory only (RunLog.records) and training goes on",
+                    LogWarning,
+                    stacklevel=4,
+                )
 
     def write(self, type_: str, step: int, **fields: Any) -> dict[str, Any]:
         """Append one record.
@@ -345,9 +381,8 @@ class RunLog:
         record.update(clean(fields))
         record["time"] = time.time()
         self.records.append(record)
-        if self.path is not None:
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record, allow_nan=False) + "\n")
+        if not self._held:
+            self._append([record])
         return record
 
     def of_type(self, type_: str) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ class StageState:
         probes: the stage's finished probes.
         chosen_lr, chosen_forecast: the exploit's LR and its score.
         rejected: LRs whose exploit was rolled back.
+        nonfinite: those of them rolled back for a non-finite loss.
         exploit_losses: the exploit's losses so far (None where non-finite).
         exploit_target: the exploit's length in steps.
         exploit_best: the lowest windowed median the exploit reached.
@@ -52,6 +53,7 @@ class StageState:
     chosen_lr: float | None = None
     chosen_forecast: float | None = None
     rejected: list[float] = field(default_factory=list)
+    nonfinite: list[float] = field(default_factory=list)
     exploit_losses: list[float | None] = field(default_factory=list)
     exploit_target: int = 0
     exploit_best: float | None = None

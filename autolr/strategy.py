@@ -184,7 +184,8 @@ class ForecastStrategy:
         return start_lr * (to + (1 - to) * frac)
 
     def config(self) -> dict[str, Any]:
-        return {"name": self.name}
+        settings = getattr(self.proposer, "config", None)
+        return {"name": self.name, "proposer": settings() if callable(settings) else None}
 
     def reset(self) -> None:
         """Nothing beyond the proposer's per-stage reset (see :meth:`begin_stage`)."""

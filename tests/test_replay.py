@@ -12,7 +12,7 @@ from torch import nn
 
 from autolr import AutoLRS, LocalProber, LogFormatError
 from autolr.cli import main
-from autolr.errors import LogWarning
+from autolr.errors import ConfigError, LogWarning
 from autolr.offline.harness import build_forecaster
 from autolr.offline.logs import load_run
 from autolr.offline.replay import ReplayResult, replay_run
@@ -380,21 +380,33 @@ def test_another_forecaster_keeps_the_runs_shared_settings(logs: dict[str, Path]
 def test_replay_of_a_log_from_before_the_trust_region(tmp_path: Path) -> None:
     # Such logs have no lr_trust or cap_after_rollback setting and no lr_bounds;
     # they searched the whole range every stage with 5 probes a stage under a
-    # budget, and took any remaining candidate after a rollback.
+    # budget. They also took any remaining candidate after a rollback, which this
+    # version no longer does: the replay says it may differ after a rollback.
     path = tmp_path / "old.jsonl"
-    write_trap_log(path, total=300, lr_trust=None, probes=5, cap_after_rollback=False)
+    write_trap_log(path, total=300, lr_trust=None, probes=5)
     records = lines_of(path)
     assert any(r["type"] == "rollback" for r in records)
     records[0]["config"].pop("lr_trust")
-    records[0]["config"].pop("cap_after_rollback")
+    records[0]["config"]["cap_after_rollback"] = False
     records[0]["config"]["probes"] = None
     for r in records:
         r.pop("lr_bounds", None)
     old = write_lines(tmp_path / "legacy.jsonl", records)
     result = replay_run(old)
+    # The records came from a run that did take only smaller LRs, so they match.
     assert result.matches, [m.describe() for m in result.mismatches]
     cfg = result.tuner.config
-    assert cfg.lr_trust is None and cfg.n_probes == 5 and not cfg.cap_after_rollback
+    assert cfg.lr_trust is None and cfg.n_probes == 5
+    assert any("replay differs after a rollback" in w for w in result.run.warnings)
+
+
+def test_replay_refuses_a_removed_option_it_cannot_honour(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    write_trap_log(path, total=300)
+    records = lines_of(path)
+    records[0]["config"]["decide_by"] = "posterior"
+    with pytest.raises(ConfigError, match=r"decide_by='posterior', an option this version"):
+        replay_run(write_lines(tmp_path / "old.jsonl", records))
 
 
 def test_what_if_keeps_the_logged_trust_region(tmp_path: Path) -> None:

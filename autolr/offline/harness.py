@@ -8,7 +8,6 @@ controller's settings rebuilt from the logged config, and the run's forecaster.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -18,12 +17,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from autolr.controller import AutoLRS, Phase
+from autolr.config import REMOVED, option_names
+from autolr.controller import PARTS, AutoLRS, Phase
 from autolr.errors import AutoLRError, ConfigError
 from autolr.forecast import Forecaster, make_forecaster
 from autolr.offline.logs import LoggedRun, LoggedStage, warn_log
 from autolr.probing import ProbeOutcome, ProbeRequest
+from autolr.proposer import GPProposer
 from autolr.snapshot import Snapshot, capture
+from autolr.strategy import default_proposer
 
 logger = logging.getLogger(__name__)
 
@@ -63,22 +65,33 @@ def dummy_training(initial_lrs: list[float]) -> tuple[nn.Module, torch.optim.Opt
     return model, torch.optim.SGD(groups, lr=0.0)
 
 
-_CONTROLLER_ARGS = set(inspect.signature(AutoLRS.__init__).parameters) - {
-    "self",
-    "model",
-    "optimizer",
-}
-
-
 def controller_kwargs(run: LoggedRun, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """AutoLRS arguments from the logged config (settings this version lacks are dropped)."""
+    """AutoLRS arguments from the logged config, the run's proposer among them.
+
+    Settings this version does not know are dropped with a warning. Options
+    that were removed (:data:`autolr.config.REMOVED`) are read at the one value
+    they now always have; a run that used another value of ``decide_by`` or
+    ``prefer_larger`` cannot be replayed (a :class:`ConfigError` says so), while
+    a logged ``acquisition`` is given to the rebuilt proposer.
+
+    Raises:
+        ConfigError: the run used a removed option at a value this version cannot honour.
+    """
     cfg = run.config
+    names = option_names()
     kwargs: dict[str, Any] = {}
     unknown = []
     for key, value in cfg.items():
-        if key in ("objective", "forecaster", "extra", "gp_device", "snapshot_device"):
+        if key in ("objective", "gp_device", "snapshot_device"):
             continue
-        if key in _CONTROLLER_ARGS:
+        if key in REMOVED:
+            if key in ("decide_by", "prefer_larger", "extra") and value != REMOVED[key]:
+                raise ConfigError(
+                    f"{run.path}: the run used {key}={value!r}, an option this version "
+                    "removed; it cannot be replayed exactly"
+                )
+            continue
+        if key in names:
             kwargs[key] = value
         else:
             unknown.append(key)
@@ -88,9 +101,14 @@ def controller_kwargs(run: LoggedRun, overrides: Mapping[str, Any] | None = None
             "the replay may differ",
             run.warnings,
         )
-    if "cap_after_rollback" not in cfg:
-        # Logs written before the option: any remaining candidate after a rollback.
-        kwargs["cap_after_rollback"] = False
+    legacy = "cap_after_rollback" not in cfg and "strategy" not in run.start
+    if cfg.get("cap_after_rollback") is False or legacy:
+        warn_log(
+            f"{run.path}: the run took any candidate after a rollback (cap_after_rollback "
+            "off, or a log older than the option); this version only takes smaller ones, so "
+            "the replay differs after a rollback",
+            run.warnings,
+        )
     if "lr_trust" not in cfg:
         # Logs written before the trust region existed: whole range every
         # stage, and 5 probes a stage with a budget (the default then).
@@ -102,6 +120,21 @@ def controller_kwargs(run: LoggedRun, overrides: Mapping[str, Any] | None = None
     kwargs["log_path"] = None
     kwargs.update(overrides or {})
     return kwargs
+
+
+def build_proposer(run: LoggedRun, kwargs: Mapping[str, Any]) -> GPProposer:
+    """The run's GP proposer, with the acquisition it logged (its ``run_start.strategy``,
+    or the ``acquisition`` setting of older logs)."""
+    options = {k: v for k, v in kwargs.items() if k not in PARTS}
+    config = AutoLRS.check_options(
+        options.pop("min_lr", None), options.pop("max_lr", None), options.pop("total_steps", None),
+        options,
+    )  # fmt: skip
+    proposer = default_proposer(config)
+    logged = (run.start.get("strategy") or {}).get("proposer") or {}
+    proposer.acquisition = str(logged.get("acquisition", run.config.get("acquisition", "ei")))
+    proposer.beta = float(logged.get("beta", run.config.get("ucb_beta", 2.0)))
+    return proposer
 
 
 def _gp_device(name: str) -> str:

@@ -33,6 +33,7 @@ from autolr.offline.harness import (
     LoggedValidation,
     OutOfLog,
     build_forecaster,
+    build_proposer,
     controller_kwargs,
     dummy_training,
     nan_if_none,
@@ -159,10 +160,18 @@ class ReplayResult:
         }
 
 
-def _feed_warmup(stage0: LoggedStage | None, warmup_steps: int) -> deque[float]:
+def _feed_warmup(stage0: LoggedStage | None, warmup_steps: int, skip: int = 0) -> deque[float]:
+    """The warmup's losses: only the last ones before stage 0 are logged (its
+    ``recent``), and only they matter; the steps before get a finite stand-in.
+    The warmup may have taken more than ``warmup_steps`` steps (restarts after
+    a non-finite loss; ``skip`` of its steps are fed as such): stage 0 starts at
+    the step it took."""
     recent = (stage0.recent if stage0 is not None else None) or []
-    fill = max(0, warmup_steps - len(recent))
-    return deque([math.nan] * fill + list(recent[-warmup_steps:] if warmup_steps else []))
+    steps = warmup_steps if stage0 is None else max(warmup_steps, int(stage0.start["step"]))
+    steps -= skip
+    kept = list(recent[-steps:]) if steps else []
+    filler = kept[0] if kept else 0.0
+    return deque([filler] * max(0, steps - len(kept)) + kept)
 
 
 def replay_run(run: LoggedRun | str | Path, *, max_mismatches: int = 20) -> ReplayResult:
@@ -186,6 +195,7 @@ def replay_run(run: LoggedRun | str | Path, *, max_mismatches: int = 20) -> Repl
     backend = run.prober is not None
     stopped: str | None = None
     kwargs = controller_kwargs(run)
+    kwargs["proposer"] = build_proposer(run, kwargs)
     try:
         kwargs["forecaster"] = build_forecaster(run)
     except ConfigError as exc:
@@ -226,7 +236,15 @@ def replay_run(run: LoggedRun | str | Path, *, max_mismatches: int = 20) -> Repl
 
 def _drive(run: LoggedRun, tuner: AutoLRS, fed: list[tuple[int, float, str, float]]) -> str | None:
     """Step the controller with the logged losses; the reason it stopped early, or None."""
-    warm = _feed_warmup(run.stage(0), tuner.config.warmup_steps)
+    # Steps whose non-finite loss made the warmup or the anneal go back (their rollbacks).
+    nan_steps = {
+        int(r["step"])
+        for r in run.of_type(ROLLBACK)
+        if str(r.get("reason", "")).startswith("non-finite loss in the")
+    }
+    stage0 = run.stage(0)
+    first = int(stage0.start["step"]) if stage0 is not None else 0
+    warm = _feed_warmup(stage0, tuner.config.warmup_steps, sum(1 for s in nan_steps if s <= first))
     exploit: dict[int, deque[float | None]] = {
         st.index: deque(st.exploit_losses()) for st in run.stages
     }
@@ -234,7 +252,9 @@ def _drive(run: LoggedRun, tuner: AutoLRS, fed: list[tuple[int, float, str, floa
     end_step = run.last_step
     while not tuner.finished:
         phase = tuner.phase
-        if phase is Phase.WARMUP:
+        if phase in (Phase.WARMUP, Phase.ANNEAL) and tuner.global_step + 1 in nan_steps:
+            value = math.nan
+        elif phase is Phase.WARMUP:
             if not warm:
                 return "the log ends during the warmup"
             value = warm.popleft()
@@ -260,10 +280,10 @@ def _drive(run: LoggedRun, tuner: AutoLRS, fed: list[tuple[int, float, str, floa
                     return None
                 return f"the log ends during the exploit of stage {tuner.stage_index}"
             value = nan_if_none(queue.popleft())
-        else:  # ANNEAL: its losses are not logged and decide nothing
+        else:  # ANNEAL: its losses are not logged and decide nothing but a recovery
             if not finished_log and tuner.global_step >= end_step:
                 return None
-            value = math.nan
+            value = 0.0
         fed.append((tuner.global_step, tuner.current_lr, tuner.phase.value, value))
         tuner.step(value)
     return None

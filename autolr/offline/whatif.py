@@ -25,6 +25,7 @@ from autolr.offline.harness import (
     LoggedValidation,
     OutOfLog,
     build_forecaster,
+    build_proposer,
     controller_kwargs,
     dummy_training,
     nan_if_none,
@@ -75,26 +76,25 @@ class _ForcedProposer:
             raise OutOfLog(f"the log has only {len(self.lrs)} probes in stage {self.stage}")
         return out
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    def observe(self, lr: float, value: float | None) -> None:
+        assert self.inner is not None
+        self.inner.observe(lr, value)
 
+    def mark_diverged(self, lr: float) -> None:
+        assert self.inner is not None
+        self.inner.mark_diverged(lr)
 
-class _StageController(AutoLRS):
-    """AutoLRS whose proposer is wrapped by a :class:`_ForcedProposer` (what-if replays)."""
+    def state_dict(self) -> dict[str, Any]:
+        assert self.inner is not None
+        return self.inner.state_dict()
 
-    def __init__(self, *args: Any, forced: _ForcedProposer, **kwargs: Any) -> None:
-        self._forced = forced
-        super().__init__(*args, **kwargs)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        assert self.inner is not None
+        self.inner.load_state_dict(state)
 
-    @property  # type: ignore[override]
-    def proposer(self) -> Any:
-        return self._forced
-
-    @proposer.setter
-    def proposer(self, inner: GPProposer) -> None:
-        # A proposer carried over from earlier stages (warm start) wins over a fresh one.
-        if self._forced.inner is None:
-            self._forced.inner = inner
+    def config(self) -> dict[str, Any]:
+        assert self.inner is not None
+        return self.inner.config()
 
 
 @dataclass
@@ -266,7 +266,10 @@ def _decide_stage(
             run, model, optimizer, int(kwargs.get("parallel_probes", 1)), lambda s: st.index
         )
     fc.reset()
-    tuner = _StageController(model, optimizer, forced=forced, **kwargs)
+    # A proposer carried over from earlier stages (warm start) wins over a fresh one.
+    if forced.inner is None:
+        forced.inner = build_proposer(run, kwargs)
+    tuner = AutoLRS(model, optimizer, proposer=forced, **kwargs)
     if val is not None:
         val.tuner = tuner
     feed = deque(recent)
