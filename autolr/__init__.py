@@ -10,48 +10,56 @@ Quick use::
     for batch in tuner.batches(loader):
         loss = train_step(model, optimizer, batch)
         tuner.step(loss)
+
+The names below load on first use (PEP 562), so ``import autolr`` and importing a
+subpackage such as ``autolr.kernels`` do not import the controller or BoTorch.
 """
 
-from autolr.config import AutoLRSConfig
-from autolr.controller import AutoLRS, Phase
-from autolr.errors import (
-    AutoLRError,
-    AutoLRWarning,
-    ConfigError,
-    FitError,
-    InputError,
-    LogFormatError,
-    MissingDependencyError,
-    StateError,
-)
-from autolr.probing import LocalProber, ProbeBackend, ProbeOutcome, ProbeRecord, ProbeRequest
-from autolr.runlog import SCHEMA_VERSION, RunLog, read_run_log
-from autolr.snapshot import Snapshot, capture, restore
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AutoLRS",
-    "AutoLRSConfig",
-    "AutoLRError",
-    "AutoLRWarning",
-    "ConfigError",
-    "FitError",
-    "InputError",
-    "LocalProber",
-    "LogFormatError",
-    "MissingDependencyError",
-    "Phase",
-    "ProbeBackend",
-    "ProbeOutcome",
-    "ProbeRecord",
-    "ProbeRequest",
-    "RunLog",
-    "SCHEMA_VERSION",
-    "Snapshot",
-    "StateError",
-    "capture",
-    "read_run_log",
-    "restore",
-    "__version__",
-]
+_EXPORTS: dict[str, str] = {
+    "AutoLRS": "autolr.controller",
+    "AutoLRSConfig": "autolr.config",
+    "AutoLRError": "autolr.errors",
+    "AutoLRWarning": "autolr.errors",
+    "ConfigError": "autolr.errors",
+    "FitError": "autolr.errors",
+    "InputError": "autolr.errors",
+    "LocalProber": "autolr.probing",
+    "LogFormatError": "autolr.errors",
+    "MissingDependencyError": "autolr.errors",
+    "Phase": "autolr.controller",
+    "ProbeBackend": "autolr.probing",
+    "ProbeOutcome": "autolr.probing",
+    "ProbeRecord": "autolr.probing",
+    "ProbeRequest": "autolr.probing",
+    "RunLog": "autolr.runlog",
+    "SCHEMA_VERSION": "autolr.runlog",
+    "Snapshot": "autolr.snapshot",
+    "StateError": "autolr.errors",
+    "capture": "autolr.snapshot",
+    "read_run_log": "autolr.runlog",
+    "restore": "autolr.snapshot",
+}
+"""Public name -> the module that defines it; the one list of autolr's top-level API."""
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that defines a public name on first access, and cache the name."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'autolr' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

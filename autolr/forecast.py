@@ -34,14 +34,16 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-from autolr.errors import ConfigError, InputError
+from autolr.errors import AutoLRError, ConfigError, FitError, InputError
+from autolr.kernels.errors import KernelConfigError, KernelError, KernelFitError, KernelInputError
 from autolr.kernels.expfit import (
     DEFAULT_RATE_BOUNDS,
     MIN_POINTS,
@@ -62,6 +64,30 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_KERNEL_ERRORS: tuple[tuple[type[KernelError], type[AutoLRError]], ...] = (
+    (KernelConfigError, ConfigError),
+    (KernelInputError, InputError),
+    (KernelFitError, FitError),
+)
+"""Each error of :mod:`autolr.kernels` and the autolr error it is raised as."""
+
+
+@contextmanager
+def _kernel_errors() -> Iterator[None]:
+    """Raise the kernels' errors as autolr's, with the same message and traceback.
+
+    The kernels are a leaf and raise builtin-derived errors of their own; this is
+    the boundary where they become :class:`ConfigError`, :class:`InputError` and
+    :class:`FitError`. Usable as a decorator.
+    """
+    try:
+        yield
+    except KernelError as exc:
+        for kernel_error, ours in _KERNEL_ERRORS:
+            if isinstance(exc, kernel_error):
+                raise ours(*exc.args).with_traceback(exc.__traceback__) from None
+        raise
 
 
 @dataclass(frozen=True)
@@ -213,6 +239,7 @@ class _CurveForecaster:
 
     # -- protocol ---------------------------------------------------------------------------
 
+    @_kernel_errors()
     def forecast(
         self, t: Tensor, losses: Tensor, horizon: float | Tensor, mask: Tensor | None = None
     ) -> Forecast:

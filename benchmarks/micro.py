@@ -240,7 +240,8 @@ def bench_forecast(sizes: list[tuple[int, int]], repeats: int) -> list[dict[str,
 
 def _forecast_case(n: int, t: int, repeats: int) -> dict[str, Any]:
     from autolr.forecast import make_forecaster
-    from autolr.kernels import fit_exponential, fit_exponential_reference
+    from autolr.kernels import fit_exponential
+    from autolr.kernels._reference import fit_exponential_reference
 
     forecaster = make_forecaster({"name": "exponential", "min_value": 0.0})
     steps, y = _series(n, t)

@@ -8,6 +8,13 @@ Usage::
                       callbacks=[AutoLRSCallback(min_lr=1e-5, max_lr=1e-2)])
     trainer.train()
 
+With ``report_to`` loggers (TensorBoard, W&B, MLflow, ...) attach it instead, so
+it runs before them and they record ``autolr_lr``, ``autolr_stage`` and
+``autolr_phase`` too::
+
+    trainer = Trainer(model, args, train_dataset=ds)
+    AutoLRSCallback(min_lr=1e-5, max_lr=1e-2).attach(trainer)
+
 Where it acts in one optimizer step of ``Trainer``'s loop (the order of
 transformers' ``Trainer._run_epoch``)::
 
@@ -19,7 +26,8 @@ transformers' ``Trainer._run_epoch``)::
     lr_scheduler.step()           a LambdaLR is made to hold autolr's LR; others are overwritten
     on_step_end                   sets ``control.should_log``: the Trainer logs every step
     log -> on_log                 the step's loss goes to the controller, which sets the
-                                  next LR (and may restore the stage snapshot)
+                                  next LR (and may restore the stage snapshot); the row
+                                  gets autolr's values for the callbacks after this one
     save -> on_save               the controller's state goes into the checkpoint folder
 
 Install with ``pip install "autolr[hf]"``.
@@ -37,7 +45,7 @@ from typing import Any
 import torch
 
 from autolr.controller import AutoLRS
-from autolr.errors import ConfigError, SchedulerConflictWarning, StateError, require
+from autolr.errors import AutoLRWarning, ConfigError, SchedulerConflictWarning, StateError, require
 
 require("transformers", "hf")
 
@@ -79,6 +87,10 @@ class AutoLRSCallback(TrainerCallback):
       ``learning_rate`` the step used and ``autolr_lr`` (the stage's tuned LR,
       before warmup or anneal scaling), ``autolr_stage`` and ``autolr_phase``
       (``"warmup"``, ``"probe"``, ``"exploit"``, ``"anneal"``, ``"done"``).
+      Callbacks run in list order, and the Trainer puts its ``report_to``
+      loggers ahead of the callbacks it is given: :meth:`attach` puts this one
+      first, so every logger (TensorBoard, W&B, your own ``on_log``) gets the
+      same row; passed in ``callbacks=[...]`` only those after it do.
     - The Trainer's LR scheduler no longer sets the LR. A ``LambdaLR`` (what
       ``lr_scheduler_type`` builds) is made to hold autolr's LR, so the
       ``learning_rate`` the Trainer reports is autolr's; any other scheduler is
@@ -142,8 +154,36 @@ class AutoLRSCallback(TrainerCallback):
         self._held_scheduler: Any = None
         self._pending: int | None = None
         self._row: dict[str, Any] = {}
+        self._first = False
 
     # ------------------------------------------------------------ set up
+    def attach(self, trainer: Any) -> AutoLRSCallback:
+        """Put this callback first among ``trainer``'s callbacks (adding it if absent).
+
+        The Trainer calls its callbacks in list order and places the ``report_to``
+        loggers before the callbacks it was given. Run first, this callback adds
+        ``autolr_lr``, ``autolr_stage``, ``autolr_phase`` (and the step's
+        ``learning_rate``) to each step's logs before any logger reads them. Call
+        it before ``trainer.train()``.
+
+        Args:
+            trainer: a ``transformers.Trainer``.
+
+        Returns:
+            This callback.
+        """
+        callbacks = trainer.callback_handler.callbacks
+        if any(cb is self for cb in callbacks):
+            callbacks.remove(self)
+        else:
+            # Trainer(callbacks=...) would have called on_init_end with this scheduler.
+            self.on_init_end(
+                trainer.args, trainer.state, trainer.control, lr_scheduler=trainer.lr_scheduler
+            )
+        callbacks.insert(0, self)
+        self._first = True
+        return self
+
     def on_init_end(
         self,
         args: TrainingArguments,
@@ -177,6 +217,15 @@ class AutoLRSCallback(TrainerCallback):
         if args.logging_nan_inf_filter:
             logger.info("AutoLRSCallback: turning off logging_nan_inf_filter")
             args.logging_nan_inf_filter = False
+        if args.report_to and not self._first:
+            warnings.warn(
+                f"report_to={list(args.report_to)} loggers run before AutoLRSCallback and "
+                "miss autolr_lr, autolr_stage and autolr_phase; use "
+                "AutoLRSCallback(...).attach(trainer) instead of Trainer(callbacks=[...]) "
+                "to give them these values",
+                AutoLRWarning,
+                stacklevel=2,
+            )
         self._check_scheduler(args, state, scheduler)
         # A warmup scheduler has already set the groups' LRs to 0; the ratios
         # between groups come from the LRs they were configured with.
@@ -358,7 +407,8 @@ class AutoLRSCallback(TrainerCallback):
         if optimizer is not None:
             self._sync_scheduler()
             self._apply(optimizer)
-        # Loggers after this callback get the row too; the Trainer's copy is in log_history.
+        # Callbacks after this one (all of them once attached) get the row; the
+        # Trainer's copy, made before any on_log, is in log_history.
         logs.update(self._row)
         row = state.log_history[-1] if state.log_history else None
         if row is not None and row.get("step") == state.global_step and "loss" in row:

@@ -14,7 +14,7 @@ Hooks, in the order Lightning calls them:
 - ``on_before_optimizer_step``: makes sure the step uses the controller's LR.
 - ``on_train_batch_end``: after each optimizer step, feeds the loss (mean over
   the accumulated micro-batches and over ranks) to ``tuner.step`` and logs the
-  LR, stage and phase to the trainer's loggers.
+  LR, stage and phase to the trainer's loggers (LR and phase in the progress bar).
 - ``state_dict``: the controller's state goes into every Lightning checkpoint.
 - ``on_exception``: an exception in the middle of a probe puts the stage
   snapshot back, so the model is never left in a probe's state.
@@ -50,6 +50,8 @@ _UNSUPPORTED = {"prober": "the callback runs probes in the trainer's own loop"}
 METRIC_LR = "autolr/lr"
 METRIC_STAGE = "autolr/stage"
 METRIC_PHASE = "autolr/phase"
+PROGRESS_BAR_METRICS = frozenset({METRIC_LR, METRIC_PHASE})
+"""The metrics also shown in the progress bar (``trainer.progress_bar_metrics``)."""
 
 
 class AutoLRSCallback(Callback):
@@ -68,7 +70,8 @@ class AutoLRSCallback(Callback):
     The LR, stage and phase of each step go to the trainer's loggers as
     ``autolr/lr`` (LR of the first param group), ``autolr/stage`` and
     ``autolr/phase`` (0 warmup, 1 probe, 2 exploit, 3 anneal, 4 done), every
-    ``log_every_n_steps`` like any metric.
+    ``log_every_n_steps`` like any metric; ``autolr/lr`` and ``autolr/phase``
+    are in the progress bar too.
 
     LR schedulers returned by ``configure_optimizers`` would overwrite the LR
     autolr sets: the callback removes them from the trainer at the start of
@@ -290,16 +293,19 @@ class AutoLRSCallback(Callback):
         if total[1] == 0:
             return  # training_step returned None on every rank: nothing was trained
         tuner.step(total[0] / total[1])
-        pl_module.log_dict(
-            {
-                METRIC_LR: used_lr,
-                METRIC_STAGE: float(stage),
-                METRIC_PHASE: float(PHASE_CODES[phase]),
-            },
-            on_step=True,
-            on_epoch=False,
-            batch_size=1,
-        )
+        for name, value in (
+            (METRIC_LR, used_lr),
+            (METRIC_STAGE, float(stage)),
+            (METRIC_PHASE, float(PHASE_CODES[phase])),
+        ):
+            pl_module.log(
+                name,
+                value,
+                prog_bar=name in PROGRESS_BAR_METRICS,
+                on_step=True,
+                on_epoch=False,
+                batch_size=1,
+            )
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException

@@ -30,22 +30,19 @@ otherwise guard the value (see :mod:`autolr.forecast`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from autolr.errors import ConfigError, FitError, InputError
+from .errors import KernelConfigError, KernelFitError, KernelInputError
 
 __all__ = [
     "exponential_profile",
     "ExpFit",
     "evaluate",
     "fit_exponential",
-    "fit_exponential_reference",
     "valid_mask",
 ]
 
@@ -167,9 +164,9 @@ def fit_exponential(
         An :class:`ExpFit` with `(n,)` tensors on ``y``'s device.
 
     Raises:
-        InputError: wrong types or shapes (the message names the shapes).
-        ConfigError: an option out of range.
-        FitError: a series has fewer than ``min_points`` valid points (the message
+        KernelInputError: wrong types or shapes (the message names the shapes).
+        KernelConfigError: an option out of range.
+        KernelFitError: a series has fewer than ``min_points`` valid points (the message
             names the series and its count), or ``a`` overflows at the given ``t0``.
     """
     _check_options(rate_bounds, n_grid, refine_rounds, min_points)
@@ -200,7 +197,7 @@ def fit_exponential(
             or not isinstance(c_min, (int, float))
             or not math.isfinite(c_min)
         ):
-            raise ConfigError(f"c_min must be None or a finite number, got {c_min!r}")
+            raise KernelConfigError(f"c_min must be None or a finite number, got {c_min!r}")
         low = c < c_min
         if bool(low.any()):
             fb, fa, fsse = _vp_fit_floor(
@@ -315,15 +312,17 @@ def _check_options(
     try:
         lo, hi = (float(v) for v in bounds)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a pair (low, high) of floats, got {bounds!r}") from None
+        raise KernelConfigError(
+            f"{name} must be a pair (low, high) of floats, got {bounds!r}"
+        ) from None
     if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 < lo < hi):
-        raise ConfigError(f"{name} must satisfy 0 < low < high < inf, got {bounds!r}")
+        raise KernelConfigError(f"{name} must satisfy 0 < low < high < inf, got {bounds!r}")
     if isinstance(n_grid, bool) or not isinstance(n_grid, int) or n_grid < 2:
-        raise ConfigError(f"n_grid must be an int >= 2, got {n_grid!r}")
+        raise KernelConfigError(f"n_grid must be an int >= 2, got {n_grid!r}")
     if isinstance(refine_rounds, bool) or not isinstance(refine_rounds, int) or refine_rounds < 0:
-        raise ConfigError(f"refine_rounds must be an int >= 0, got {refine_rounds!r}")
+        raise KernelConfigError(f"refine_rounds must be an int >= 0, got {refine_rounds!r}")
     if isinstance(min_points, bool) or not isinstance(min_points, int) or min_points < 3:
-        raise ConfigError(f"min_points must be an int >= 3, got {min_points!r}")
+        raise KernelConfigError(f"min_points must be an int >= 3, got {min_points!r}")
 
 
 def _prepare(
@@ -331,24 +330,24 @@ def _prepare(
 ) -> tuple[Tensor, Tensor, Tensor, torch.dtype]:
     """Validate and convert inputs: float64 ``(n, T)`` t and y, the valid mask, out dtype."""
     if not isinstance(y, Tensor):
-        raise InputError(f"y must be a torch.Tensor of shape (n, T), got {type(y).__name__}")
+        raise KernelInputError(f"y must be a torch.Tensor of shape (n, T), got {type(y).__name__}")
     if y.dim() != 2:
-        raise InputError(f"y must be 2-D with shape (n, T), got shape {tuple(y.shape)}")
+        raise KernelInputError(f"y must be 2-D with shape (n, T), got shape {tuple(y.shape)}")
     if y.is_complex() or y.dtype == torch.bool:
-        raise InputError(f"y must be real-valued, got dtype {y.dtype}")
+        raise KernelInputError(f"y must be real-valued, got dtype {y.dtype}")
     n, steps = y.shape
     if t is None:
         t = torch.zeros(steps, dtype=torch.float64, device=y.device)
     if not isinstance(t, Tensor):
-        raise InputError(
+        raise KernelInputError(
             f"t must be a torch.Tensor of shape (T,) or (n, T), got {type(t).__name__}"
         )
     if t.is_complex() or t.dtype == torch.bool:
-        raise InputError(f"t must be real-valued, got dtype {t.dtype}")
+        raise KernelInputError(f"t must be real-valued, got dtype {t.dtype}")
     if t.dim() == 1 and t.shape[0] == steps:
         t = t.unsqueeze(0)
     if t.dim() != 2 or t.shape[1] != steps or t.shape[0] not in (1, n):
-        raise InputError(
+        raise KernelInputError(
             f"t must have shape ({steps},) or ({n}, {steps}) to match y of shape "
             f"{tuple(y.shape)}, got shape {tuple(t.shape)}"
         )
@@ -358,16 +357,18 @@ def _prepare(
     if mask is not None:
         if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
             got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
-            raise InputError(f"mask must be a bool tensor of shape {tuple(y.shape)}, got {got}")
+            raise KernelInputError(
+                f"mask must be a bool tensor of shape {tuple(y.shape)}, got {got}"
+            )
         if tuple(mask.shape) != tuple(y.shape):
-            raise InputError(
+            raise KernelInputError(
                 f"mask must have the shape of y {tuple(y.shape)}, got shape {tuple(mask.shape)}"
             )
         valid = valid & mask.to(y.device)
     if dtype is None:
         dtype = y.dtype if y.is_floating_point() else torch.get_default_dtype()
     elif not dtype.is_floating_point:
-        raise ConfigError(f"dtype must be a floating dtype, got {dtype}")
+        raise KernelConfigError(f"dtype must be a floating dtype, got {dtype}")
     return t64, y64, valid, dtype
 
 
@@ -379,7 +380,7 @@ def _check_counts(valid: Tensor, min_points: int, model: str) -> None:
     shown = bad[:5].tolist()
     details = "; ".join(f"series {i} has {int(counts[i])} valid points" for i in shown)
     more = f"; and {bad.numel() - len(shown)} more series" if bad.numel() > len(shown) else ""
-    raise FitError(
+    raise KernelFitError(
         f"cannot fit {model}: {details}{more} (at least {min_points} are needed; "
         "NaN/inf and masked-out entries do not count)"
     )
@@ -388,7 +389,7 @@ def _check_counts(valid: Tensor, min_points: int, model: str) -> None:
 def _check_finite(values: Tensor, what: str, hint: str) -> None:
     bad = torch.nonzero(~torch.isfinite(values)).flatten()
     if bad.numel():
-        raise FitError(
+        raise KernelFitError(
             f"fitted {what} is not finite for series {bad[:5].tolist()} "
             f"(values {values[bad[:5]].tolist()}); {hint}"
         )
@@ -408,22 +409,22 @@ def _rescale(t64: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 def _resolve_t0(t0: T0, t_first: Tensor, n: int, device: torch.device) -> Tensor:
     if isinstance(t0, str):
         if t0 != "first":
-            raise ConfigError(f"t0 must be a float, an (n,) tensor or 'first', got {t0!r}")
+            raise KernelConfigError(f"t0 must be a float, an (n,) tensor or 'first', got {t0!r}")
         return t_first
     if isinstance(t0, Tensor):
         if t0.numel() == 1:
             t0 = float(t0)
         elif tuple(t0.shape) != (n,):
-            raise InputError(
+            raise KernelInputError(
                 f"t0 must be a scalar or have shape ({n},), got shape {tuple(t0.shape)}"
             )
         else:
             out = t0.to(device=device, dtype=torch.float64)
             if not bool(torch.isfinite(out).all()):
-                raise ConfigError(f"t0 must be finite, got {t0.tolist()}")
+                raise KernelConfigError(f"t0 must be finite, got {t0.tolist()}")
             return out
     if isinstance(t0, bool) or not isinstance(t0, (int, float)) or not math.isfinite(t0):
-        raise ConfigError(f"t0 must be a finite float, an (n,) tensor or 'first', got {t0!r}")
+        raise KernelConfigError(f"t0 must be a finite float, an (n,) tensor or 'first', got {t0!r}")
     return torch.full((n,), float(t0), dtype=torch.float64, device=device)
 
 
@@ -437,12 +438,12 @@ def _eval_steps(t: float | Tensor, n: int, device: torch.device) -> tuple[Tensor
             return steps, False
         if steps.dim() == 2 and steps.shape[0] in (1, n):
             return steps.expand(n, steps.shape[1]), True
-        raise InputError(
+        raise KernelInputError(
             f"t must be a scalar, shape ({n},) or ({n}, m) for {n} series, "
             f"got shape {tuple(t.shape)}"
         )
     if isinstance(t, bool) or not isinstance(t, (int, float)):
-        raise InputError(f"t must be a number or a tensor, got {type(t).__name__}")
+        raise KernelInputError(f"t must be a number or a tensor, got {type(t).__name__}")
     return torch.full((n,), float(t), dtype=torch.float64, device=device), False
 
 
@@ -575,125 +576,4 @@ def _vp_fit(
         torch.where(flat, zero, amp),
         torch.where(flat, ybar, c),
         torch.where(flat, sse0, sse),
-    )
-
-
-# ----------------------------------------------------------------------------
-# Plain reference, one series at a time (for differential tests)
-# ----------------------------------------------------------------------------
-
-
-def _reference_one(
-    x: np.ndarray, y: np.ndarray, log_lo: float, log_hi: float, n_grid: int, refine_rounds: int
-) -> tuple[float, float, float, float]:
-    """Same algorithm as :func:`_vp_fit` for one series of valid points only."""
-    ybar = float(y.mean())
-    sse0 = float(((y - ybar) ** 2).sum())
-
-    def prof(log_beta: float) -> tuple[float, float, float]:
-        g = np.expm1(-math.exp(log_beta) * x)
-        gbar = float(g.mean())
-        dg, dy = g - gbar, y - ybar
-        sxx = float(dg @ dg)
-        amp = float(dg @ dy) / sxx if sxx > _TINY_VAR * len(x) else 0.0
-        r = dy - amp * dg
-        return amp, ybar - amp * (gbar + 1.0), float(r @ r)
-
-    def grid_sse(log_beta: float) -> float:
-        g = np.expm1(-math.exp(log_beta) * x)
-        sxx = float(g @ g) - float(g.sum()) ** 2 / len(x)
-        sxy = float(g @ (y - ybar))
-        gain = sxy * sxy / sxx if sxx > _TINY_VAR * len(x) else 0.0
-        return max(sse0 - gain, 0.0)
-
-    grid = [log_lo + (i / (n_grid - 1)) * (log_hi - log_lo) for i in range(n_grid)]
-    sses = [grid_sse(u) for u in grid]
-    u = grid[int(np.argmin(sses))]
-    half = (log_hi - log_lo) / (n_grid - 1)
-    offsets = _refine_offsets().tolist()
-    for _ in range(refine_rounds):
-        cand = [min(max(u + half * o, log_lo), log_hi) for o in offsets]
-        u = cand[int(np.argmin([prof(v)[2] for v in cand]))]
-        half = half * (2.0 / (_REFINE_POINTS + 1))
-    amp, c, sse = prof(u)
-    if sse >= sse0 - (_TIE_RTOL * sse0 + len(x) * (_FLAT_RTOL * abs(ybar)) ** 2 + 1e-300):
-        return 0.0, 0.0, ybar, sse0
-    return math.exp(u), amp, c, sse
-
-
-def _reference_fit(
-    t: Tensor | np.ndarray,
-    y: Tensor | np.ndarray,
-    mask: Tensor | np.ndarray | None,
-    transform: Callable[[np.ndarray], np.ndarray],
-    log_bounds: Callable[[float], tuple[float, float]],
-    n_grid: int,
-    refine_rounds: int,
-    min_points: int,
-) -> list[tuple[float, float, float, float, int, float, float]]:
-    """Per-series loop; returns ``(beta, A, c, sse, n_used, u_first, u_span)`` per series."""
-    y_np = np.asarray(torch.as_tensor(y).detach().cpu(), dtype=np.float64)
-    t_np = np.asarray(torch.as_tensor(t).detach().cpu(), dtype=np.float64)
-    t_np = np.broadcast_to(t_np, y_np.shape)
-    m_np = np.ones(y_np.shape, bool) if mask is None else np.asarray(torch.as_tensor(mask).cpu())
-    out = []
-    for i in range(y_np.shape[0]):
-        keep = m_np[i] & np.isfinite(y_np[i]) & np.isfinite(t_np[i])
-        if keep.sum() < min_points:
-            raise FitError(f"series {i} has {int(keep.sum())} valid points")
-        u = transform(t_np[i][keep])
-        u_first = float(u.min())
-        u_span = float(u.max() - u_first)
-        u_span = u_span if u_span > 0 else 1.0
-        lo, hi = log_bounds(u_span)
-        res = _reference_one((u - u_first) / u_span, y_np[i][keep], lo, hi, n_grid, refine_rounds)
-        out.append((*res, int(keep.sum()), u_first, u_span))
-    return out
-
-
-def fit_exponential_reference(
-    t: Tensor | np.ndarray,
-    y: Tensor | np.ndarray,
-    mask: Tensor | np.ndarray | None = None,
-    *,
-    t0: float | Literal["first"] = 0.0,
-    rate_bounds: tuple[float, float] = DEFAULT_RATE_BOUNDS,
-    n_grid: int = 48,
-    refine_rounds: int = 12,
-    min_points: int = MIN_POINTS,
-) -> ExpFit:
-    """Plain per-series implementation of :func:`fit_exponential` (slow; for tests).
-
-    Loops over series and rates in Python/numpy on the valid points only. Takes the
-    same arguments (``t0`` a float or ``"first"``) and returns float64 tensors on
-    the CPU.
-    """
-    rows = _reference_fit(
-        t,
-        y,
-        mask,
-        lambda v: v,
-        lambda _span: (math.log(rate_bounds[0]), math.log(rate_bounds[1])),
-        n_grid,
-        refine_rounds,
-        min_points,
-    )
-    a, b, c, sse, used, ref = [], [], [], [], [], []
-    for beta, amp, ci, si, ni, t_first, span in rows:
-        bi = beta / span
-        ti = t_first if t0 == "first" else float(t0)
-        a.append(amp * math.exp(-bi * (ti - t_first)) if bi > 0 else 0.0)
-        b.append(bi)
-        c.append(ci)
-        sse.append(si)
-        used.append(ni)
-        ref.append(ti)
-    f64 = torch.float64
-    return ExpFit(
-        torch.tensor(a, dtype=f64),
-        torch.tensor(b, dtype=f64),
-        torch.tensor(c, dtype=f64),
-        torch.tensor(sse, dtype=f64),
-        torch.tensor(used, dtype=torch.long),
-        torch.tensor(ref, dtype=f64),
     )

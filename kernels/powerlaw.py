@@ -13,15 +13,12 @@ forecaster comparison looks for.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from autolr.errors import InputError
-
+from .errors import KernelInputError
 from .expfit import (
     MIN_POINTS,
     _check_counts,
@@ -29,12 +26,11 @@ from .expfit import (
     _check_options,
     _eval_steps,
     _prepare,
-    _reference_fit,
     _rescale,
     _vp_fit,
 )
 
-__all__ = ["PowerLawFit", "fit_power_law", "fit_power_law_reference"]
+__all__ = ["PowerLawFit", "fit_power_law"]
 
 DEFAULT_EXPONENT_BOUNDS = (1e-3, 10.0)
 """Default search range of the exponent ``b``."""
@@ -108,9 +104,9 @@ def fit_power_law(
         A :class:`PowerLawFit` with `(n,)` tensors on ``y``'s device.
 
     Raises:
-        InputError: wrong types or shapes, or a valid step <= -1.
-        ConfigError: an option out of range.
-        FitError: a series has fewer than ``min_points`` valid points, or ``a``
+        KernelInputError: wrong types or shapes, or a valid step <= -1.
+        KernelConfigError: an option out of range.
+        KernelFitError: a series has fewer than ``min_points`` valid points, or ``a``
             overflows (huge steps with a steep exponent).
     """
     _check_options(exponent_bounds, n_grid, refine_rounds, min_points, name="exponent_bounds")
@@ -119,7 +115,7 @@ def fit_power_law(
     low = valid & (t64 <= -1.0)
     if bool(low.any()):
         i, j = (int(v) for v in torch.nonzero(low)[0])
-        raise InputError(
+        raise KernelInputError(
             f"power-law steps must be > -1; series {i} has t = {float(t64[i, j])} at index {j}"
         )
     n, dev = y64.shape[0], y64.device
@@ -145,42 +141,3 @@ def fit_power_law(
     )
     _check_finite(fit.a, "a", "the steps are too large for this exponent range")
     return fit
-
-
-def fit_power_law_reference(
-    t: Tensor | np.ndarray,
-    y: Tensor | np.ndarray,
-    mask: Tensor | np.ndarray | None = None,
-    *,
-    exponent_bounds: tuple[float, float] = DEFAULT_EXPONENT_BOUNDS,
-    n_grid: int = 48,
-    refine_rounds: int = 12,
-    min_points: int = MIN_POINTS,
-) -> PowerLawFit:
-    """Plain per-series implementation of :func:`fit_power_law` (slow; for tests)."""
-    rows = _reference_fit(
-        t,
-        y,
-        mask,
-        np.log1p,
-        lambda span: (math.log(exponent_bounds[0] * span), math.log(exponent_bounds[1] * span)),
-        n_grid,
-        refine_rounds,
-        min_points,
-    )
-    a, b, c, sse, used = [], [], [], [], []
-    for beta, amp, ci, si, ni, u_first, span in rows:
-        bi = beta / span
-        a.append(amp * math.exp(bi * u_first) if bi > 0 else 0.0)
-        b.append(bi)
-        c.append(ci)
-        sse.append(si)
-        used.append(ni)
-    f64 = torch.float64
-    return PowerLawFit(
-        torch.tensor(a, dtype=f64),
-        torch.tensor(b, dtype=f64),
-        torch.tensor(c, dtype=f64),
-        torch.tensor(sse, dtype=f64),
-        torch.tensor(used, dtype=torch.long),
-    )

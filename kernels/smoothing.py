@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from autolr.errors import ConfigError, InputError
-
+from .errors import KernelConfigError, KernelInputError
 from .expfit import _prepare
 
-__all__ = ["MAD_TO_STD", "hampel_mask", "hampel_mask_reference"]
+__all__ = ["MAD_TO_STD", "hampel_mask"]
 
 MAD_TO_STD = 1.4826
 """Ratio of the standard deviation to the MAD for Gaussian noise."""
@@ -42,9 +40,9 @@ _REL_FLOOR = 1e-9
 
 def _check_hampel(window: int, k: float) -> None:
     if isinstance(window, bool) or not isinstance(window, int) or window < 3 or window % 2 == 0:
-        raise ConfigError(f"window must be an odd int >= 3, got {window!r}")
+        raise KernelConfigError(f"window must be an odd int >= 3, got {window!r}")
     if isinstance(k, bool) or not isinstance(k, (int, float)) or not (0 < k < math.inf):
-        raise ConfigError(f"k must be a finite number > 0, got {k!r}")
+        raise KernelConfigError(f"k must be a finite number > 0, got {k!r}")
 
 
 def hampel_mask(
@@ -75,8 +73,8 @@ def hampel_mask(
         `(n, T)` bool on ``y``'s device: valid and not an outlier.
 
     Raises:
-        InputError: wrong types or shapes.
-        ConfigError: ``window`` or ``k`` out of range.
+        KernelInputError: wrong types or shapes.
+        KernelConfigError: ``window`` or ``k`` out of range.
     """
     _check_hampel(window, k)
     _, y64, valid, _ = _prepare(None, y, mask, None)
@@ -84,7 +82,7 @@ def hampel_mask(
     if trend is not None:
         if not isinstance(trend, Tensor) or tuple(trend.shape) != tuple(y.shape):
             got = tuple(trend.shape) if isinstance(trend, Tensor) else type(trend).__name__
-            raise InputError(f"trend must be a tensor of shape {tuple(y.shape)}, got {got}")
+            raise KernelInputError(f"trend must be a tensor of shape {tuple(y.shape)}, got {got}")
         trend64 = trend.to(device=y64.device, dtype=torch.float64)
         valid = valid & torch.isfinite(trend64)
         y64 = y64 - trend64
@@ -103,50 +101,3 @@ def hampel_mask(
         scale = torch.maximum(scale, MAD_TO_STD * torch.nan_to_num(gmad, nan=0.0))
     outlier = (v - med).abs() > k * scale
     return valid & ~outlier
-
-
-def hampel_mask_reference(
-    y: Tensor | np.ndarray,
-    mask: Tensor | np.ndarray | None = None,
-    *,
-    window: int = 11,
-    k: float = 3.0,
-    trend: Tensor | np.ndarray | None = None,
-    global_scale: bool = False,
-) -> Tensor:
-    """Plain per-point loop implementation of :func:`hampel_mask` (slow; for tests)."""
-    _check_hampel(window, k)
-    yy = np.asarray(torch.as_tensor(y).detach().cpu(), dtype=np.float64)
-    keep = np.isfinite(yy)
-    if mask is not None:
-        keep &= np.asarray(torch.as_tensor(mask).cpu(), dtype=bool)
-    levels = [
-        lower_median(np.abs(row[k_row])) if k_row.any() else 0.0 for row, k_row in zip(yy, keep)
-    ]
-    if trend is not None:
-        tr = np.asarray(torch.as_tensor(trend).detach().cpu(), dtype=np.float64)
-        keep &= np.isfinite(tr)
-        yy = yy - tr
-    h = window // 2
-    out = np.zeros(yy.shape, dtype=bool)
-    for i in range(yy.shape[0]):
-        floor = _REL_FLOOR * levels[i] + 1e-300
-        if global_scale and keep[i].any():
-            row = yy[i][keep[i]]
-            gmed = lower_median(row)
-            floor = max(floor, MAD_TO_STD * lower_median(np.abs(row - gmed)))
-        for j in range(yy.shape[1]):
-            if not keep[i, j]:
-                continue
-            lo, hi = max(0, j - h), min(yy.shape[1], j + h + 1)
-            vals = yy[i, lo:hi][keep[i, lo:hi]]
-            med = lower_median(vals)
-            mad = lower_median(np.abs(vals - med))
-            out[i, j] = abs(yy[i, j] - med) <= k * max(MAD_TO_STD * mad, floor)
-    return torch.from_numpy(out)
-
-
-def lower_median(values: np.ndarray) -> float:
-    """Lower middle value of a non-empty array (the median for odd counts)."""
-    s = np.sort(values)
-    return float(s[(len(s) - 1) // 2])

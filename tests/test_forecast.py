@@ -182,6 +182,41 @@ def test_too_short_series_raises_fit_error_naming_it():
         ExponentialForecaster().forecast(t, torch.full((1, 10), math.nan), 100.0)
 
 
+def test_kernel_errors_reach_the_user_as_autolr_errors():
+    """The kernels raise their own builtin-derived errors; the forecaster maps them."""
+    from autolr.errors import AutoLRError
+    from autolr.kernels import KernelError
+
+    t, y = decaying(n=3, steps=10)
+    y[2, 2:] = math.nan
+    cases = [
+        (FitError, lambda: ExponentialForecaster().forecast(t, y, 100.0)),
+        (FitError, lambda: PowerLawForecaster(trim_outliers=False).forecast(t, y, 100.0)),
+        (InputError, lambda: ExponentialForecaster().forecast(t, y[0], 100.0)),
+        (InputError, lambda: PowerLawForecaster().forecast(t - 5.0, y[:2], 100.0)),
+        (InputError, lambda: ExponentialForecaster().forecast(t, y, 100.0, torch.ones(3, 10))),
+    ]
+    for kind, call in cases:
+        with pytest.raises(kind) as info:
+            call()
+        assert isinstance(info.value, AutoLRError) and not isinstance(info.value, KernelError)
+        # the traceback still reaches the kernel line that raised it
+        assert any("kernels" in entry.path.parts for entry in info.traceback), kind
+
+
+def test_kernel_config_errors_map_to_config_error(monkeypatch):
+    from autolr import forecast as forecast_module
+    from autolr.kernels import KernelConfigError
+
+    def bad_fit(*args, **kwargs):
+        raise KernelConfigError("n_grid must be an int >= 2, got 1")
+
+    monkeypatch.setattr(forecast_module, "fit_exponential", bad_fit)
+    t, y = decaying(n=2, steps=20)
+    with pytest.raises(ConfigError, match=r"^n_grid must be an int >= 2, got 1$"):
+        ExponentialForecaster(trim_outliers=False).forecast(t, y, 100.0)
+
+
 @pytest.mark.parametrize(
     ("horizon", "exc", "match"),
     [
