@@ -7,7 +7,7 @@ optimization over log(lr), then an exploit at the best LR.
 Quick use::
 
     tuner = autolr.AutoLRS(model, optimizer, min_lr=1e-4, max_lr=1e-1, total_steps=20_000)
-    for batch in tuner.batches(loader):
+    for batch in loader:
         loss = train_step(model, optimizer, batch)
         tuner.step(loss)
 
@@ -18,7 +18,26 @@ subpackage such as ``autolr.kernels`` do not import the controller or BoTorch.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers see; a test keeps it equal to _EXPORTS
+    from autolr.config import AutoLRSConfig
+    from autolr.controller import AutoLRS, Phase
+    from autolr.errors import (
+        AutoLRError,
+        AutoLRWarning,
+        ConfigError,
+        FitError,
+        InputError,
+        LogFormatError,
+        MissingDependencyError,
+        NonFiniteWarning,
+        StateError,
+    )
+    from autolr.probing import LocalProber, ProbeBackend, ProbeOutcome, ProbeRecord, ProbeRequest
+    from autolr.runlog import SCHEMA_VERSION, RunLog, read_run_log
+    from autolr.snapshot import Snapshot, capture, restore
+    from autolr.strategy import ForecastStrategy, Strategy
 
 __version__ = "0.1.0"
 
@@ -33,6 +52,7 @@ _EXPORTS: dict[str, str] = {
     "LocalProber": "autolr.probing",
     "LogFormatError": "autolr.errors",
     "MissingDependencyError": "autolr.errors",
+    "NonFiniteWarning": "autolr.errors",
     "Phase": "autolr.controller",
     "ProbeBackend": "autolr.probing",
     "ProbeOutcome": "autolr.probing",
@@ -42,6 +62,8 @@ _EXPORTS: dict[str, str] = {
     "SCHEMA_VERSION": "autolr.runlog",
     "Snapshot": "autolr.snapshot",
     "StateError": "autolr.errors",
+    "ForecastStrategy": "autolr.strategy",
+    "Strategy": "autolr.strategy",
     "capture": "autolr.snapshot",
     "read_run_log": "autolr.runlog",
     "restore": "autolr.snapshot",

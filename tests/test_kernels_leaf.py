@@ -110,3 +110,14 @@ def test_every_public_name_resolves_and_is_listed():
     assert AutoLRS is direct and ConfigError is direct_error
     with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
         autolr.not_a_name  # noqa: B018
+
+
+def test_type_checkers_see_the_same_names_as_the_lazy_exports():
+    tree = ast.parse(Path(autolr.__file__).read_text(encoding="utf-8"))
+    typed: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom)
+                typed.update({alias.name: str(imp.module) for alias in imp.names})
+    assert typed == autolr._EXPORTS
