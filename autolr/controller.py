@@ -24,10 +24,8 @@ asked of its strategy (:mod:`autolr.strategy`).
 from __future__ import annotations
 
 import copy
-import itertools
 import logging
 import math
-import numbers
 import statistics
 import warnings
 from array import array
@@ -38,7 +36,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -52,6 +49,7 @@ from autolr.errors import (
     StateError,
 )
 from autolr.forecast import Forecaster
+from autolr.inputs import check_parts, finite_weights, loss_value
 from autolr.plan import StagePlan
 from autolr.probing import (
     ProbeBackend,
@@ -171,7 +169,7 @@ class AutoLRS:
             )
         if len(groups) == 0:
             raise ConfigError("optimizer has no param groups: nothing to set the LR of")
-        _check_parts(model, optimizer, val_fn, extra_state, log_path, prober)
+        check_parts(model, optimizer, val_fn, extra_state, log_path, prober)
         check_option_names(options)
         self.config = AutoLRSConfig(
             min_lr=min_lr,  # type: ignore[arg-type]
@@ -310,7 +308,7 @@ class AutoLRS:
         Raises:
             InputError: ``loss`` is not a number or one-element tensor.
         """
-        value = self._to_float(loss)
+        value = loss_value(loss)
         self.restored = False
         if self._unwarned:
             self._check_outside_changes(value)
@@ -480,7 +478,7 @@ class AutoLRS:
         if spec.cost <= 0:
             self._enter_tail()
             return
-        if self._snapshot is not None and not _finite_weights(self.model):
+        if self._snapshot is not None and not finite_weights(self.model):
             logger.warning(
                 "stage %d: the weights are non-finite; going back to the state of step %d",
                 self.stage_index,
@@ -876,7 +874,7 @@ class AutoLRS:
     def _finish(self) -> None:
         if self.phase is Phase.PROBE and self._dirty and self._snapshot is not None:
             self._restore(self._snapshot)
-        if self._snapshot is not None and not _finite_weights(self.model):
+        if self._snapshot is not None and not finite_weights(self.model):
             # Never end on non-finite weights while a finite state exists.
             warnings.warn(
                 f"the run's last state has non-finite weights; restored the state of step "
@@ -950,25 +948,6 @@ class AutoLRS:
 
     def _log_phase(self, phase: Phase) -> None:
         self.log.write("phase", self.global_step, phase=phase.value, lr=self.lr)
-
-    @staticmethod
-    def _to_float(loss: Any) -> float:
-        if isinstance(loss, bool):
-            raise InputError(f"loss must be a number or a one-element tensor, got {loss!r}")
-        if isinstance(loss, torch.Tensor):
-            if loss.numel() != 1:
-                raise InputError(
-                    f"loss must be a number or a one-element tensor, got a tensor of shape "
-                    f"{tuple(loss.shape)}"
-                )
-            return float(loss.detach().float().item())
-        if isinstance(loss, numbers.Real):
-            return float(loss)
-        if isinstance(loss, np.ndarray) and loss.size == 1:
-            return float(loss.reshape(-1)[0])
-        raise InputError(
-            f"loss must be a number or a one-element tensor, got {type(loss).__name__}: {loss!r}"
-        )
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -1105,74 +1084,6 @@ class AutoLRS:
 
 
 AutoLRS.__doc__ = (AutoLRS.__doc__ or "").replace("{options}", options_doc("            "))
-
-
-def _check_parts(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    val_fn: Any,
-    extra_state: Any,
-    log_path: Any,
-    prober: Any,
-) -> None:
-    """Refuse, with a message naming the value, objects the controller cannot work with."""
-    for i, group in enumerate(optimizer.param_groups):
-        if "lr" not in group:
-            raise InputError(
-                f"optimizer param group {i} has no 'lr' entry; autolr sets each group's 'lr' "
-                f"(keys: {sorted(k for k in group if k != 'params')})"
-            )
-    in_model = {id(p) for p in model.parameters()}
-    outside = [p for g in optimizer.param_groups for p in g["params"] if id(p) not in in_model]
-    if outside:
-        raise ConfigError(
-            f"the optimizer updates {len(outside)} parameter tensor(s) "
-            f"({sum(p.numel() for p in outside)} values) that are not parameters of `model`: "
-            "snapshots hold the model, so probe updates to them could not be undone; pass "
-            "the module that holds every parameter the optimizer updates"
-        )
-    if val_fn is not None and not callable(val_fn):
-        raise ConfigError(f"val_fn must be a callable returning a float, got {val_fn!r}")
-    if log_path is not None and not isinstance(log_path, (str, Path)):
-        raise ConfigError(f"log_path must be a path (str or Path) or None, got {log_path!r}")
-    if extra_state is not None:
-        if not isinstance(extra_state, Mapping):
-            raise ConfigError(
-                f"extra_state must map names to objects with state_dict/load_state_dict, "
-                f"got {type(extra_state).__name__}"
-            )
-        for name, obj in extra_state.items():
-            if not (
-                callable(getattr(obj, "state_dict", None))
-                and callable(getattr(obj, "load_state_dict", None))
-            ):
-                raise ConfigError(
-                    f"extra_state[{name!r}] needs state_dict() and load_state_dict(), got "
-                    f"{type(obj).__name__}"
-                )
-    if prober is not None and not (
-        callable(getattr(prober, "run", None)) and callable(getattr(prober, "reset", None))
-    ):
-        raise ConfigError(
-            f"prober must be a ProbeBackend (run(snapshot, requests) and reset()), got "
-            f"{type(prober).__name__}"
-        )
-    if any("initial_lr" in g for g in optimizer.param_groups):
-        warnings.warn(
-            "the optimizer has an LR scheduler attached (its param groups have 'initial_lr'); "
-            "autolr owns the LR: stop calling scheduler.step(), or autolr's LR is overwritten",
-            SchedulerConflictWarning,
-            stacklevel=3,
-        )
-
-
-def _finite_weights(model: nn.Module) -> bool:
-    """Every parameter and floating-point buffer is finite."""
-    with torch.no_grad():
-        for t in itertools.chain(model.parameters(), model.buffers()):
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                return False
-    return True
 
 
 def _probe_fields(probe: ProbeRecord) -> dict[str, Any]:

@@ -138,12 +138,11 @@ def test_runner_writes_results_and_report(tmp_path: Path) -> None:
 
 
 def test_autolr_hook_filters_settings() -> None:
-    class Tuner:
-        def __init__(self, model, optimizer, min_lr, max_lr, total_steps=None, probes=5):
-            pass
+    from autolr import AutoLRS
 
-    accepted, ignored = autolr_hook._split_settings(Tuner, {"probes": 10, "keep_winner": False})
-    assert accepted == {"probes": 10} and ignored == ["keep_winner"]
+    settings = {"probes": 10, "decide_by": "posterior"}  # an option this version removed
+    accepted, ignored = autolr_hook._split_settings(AutoLRS, settings)
+    assert accepted == {"probes": 10} and ignored == ["decide_by"]
     ok, err = autolr_hook.availability()
     assert isinstance(ok, bool) and (ok or err)
     assert set(autolr_hook.VARIANTS) == {"autolr", "autolr-paper"}
