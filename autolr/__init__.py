@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # what type checkers see; a test keeps it equal to _EXPORTS
         LogFormatError,
         MissingDependencyError,
         NonFiniteWarning,
+        RangeWarning,
         StateError,
     )
     from autolr.probing import LocalProber, ProbeBackend, ProbeOutcome, ProbeRecord, ProbeRequest
@@ -53,6 +54,7 @@ _EXPORTS: dict[str, str] = {
     "LogFormatError": "autolr.errors",
     "MissingDependencyError": "autolr.errors",
     "NonFiniteWarning": "autolr.errors",
+    "RangeWarning": "autolr.errors",
     "Phase": "autolr.controller",
     "ProbeBackend": "autolr.probing",
     "ProbeOutcome": "autolr.probing",

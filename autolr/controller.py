@@ -45,6 +45,7 @@ from autolr.errors import (
     ConfigError,
     InputError,
     NonFiniteWarning,
+    RangeWarning,
     SchedulerConflictWarning,
     StateError,
 )
@@ -61,7 +62,18 @@ from autolr.probing import (
     stop_reason,
 )
 from autolr.proposer import Proposer
-from autolr.runlog import RunLog
+from autolr.runlog import (
+    DECISION,
+    EXPLOIT_END,
+    PHASE,
+    PHASE_RESUME,
+    PROBE,
+    ROLLBACK,
+    RUN_END,
+    RUN_START,
+    STAGE_START,
+    RunLog,
+)
 from autolr.snapshot import (
     Snapshot,
     Stateful,
@@ -70,7 +82,15 @@ from autolr.snapshot import (
     resolve_snapshot_device,
     restore,
 )
-from autolr.stage import AnnealState, StageState, end_guard, exploit_guard, robust_sd
+from autolr.stage import (
+    AnnealState,
+    StageRow,
+    StageState,
+    Summary,
+    end_guard,
+    exploit_guard,
+    robust_sd,
+)
 from autolr.strategy import ForecastStrategy, Strategy
 
 logger = logging.getLogger(__name__)
@@ -81,7 +101,17 @@ MAX_RECOVERIES = 8
 """Halvings of the LR after non-finite losses in warmup or anneal before it is 0."""
 
 PARTS = frozenset(
-    {"val_fn", "extra_state", "log_path", "prober", "strategy", "forecaster", "proposer", "trace"}
+    {
+        "val_fn",
+        "extra_state",
+        "log_path",
+        "prober",
+        "strategy",
+        "forecaster",
+        "proposer",
+        "trace",
+        "watch_lr",
+    }
 )
 """Keyword arguments of :class:`AutoLRS` that are objects of the run, not options."""
 
@@ -133,6 +163,9 @@ class AutoLRS:
             proposer: a :class:`autolr.proposer.Proposer` for the default strategy
                 (default: the GP over ``[min_lr, max_lr]``).
             trace: keep the LR, loss and phase of every step in memory (17 bytes a step).
+        watch_lr: warn when other code (an LR scheduler on the same optimizer)
+            changes the LR autolr set. Adapters that manage the framework's
+            scheduler themselves turn it off.
             **options: the settings of :class:`autolr.config.AutoLRSConfig`:
 
     {options}
@@ -158,6 +191,7 @@ class AutoLRS:
         forecaster: Forecaster | None = None,
         proposer: Proposer | None = None,
         trace: bool = True,
+        watch_lr: bool = True,
         **options: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -169,7 +203,7 @@ class AutoLRS:
             )
         if len(groups) == 0:
             raise ConfigError("optimizer has no param groups: nothing to set the LR of")
-        check_parts(model, optimizer, val_fn, extra_state, log_path, prober)
+        check_parts(model, optimizer, val_fn, extra_state, log_path, prober, watch_lr)
         check_option_names(options)
         self.config = AutoLRSConfig(
             min_lr=min_lr,  # type: ignore[arg-type]
@@ -184,6 +218,16 @@ class AutoLRS:
         self.extra_state = dict(extra_state or {})
         self.prober = prober
         self.plan = StagePlan(self.config)
+        if self.config.total_steps is None:
+            first = self.plan.stage(0, None)
+            logger.warning(
+                "no total_steps given: stages take the AutoLRS sizes, stage 0 alone is %d "
+                "steps of which %d are probes, and nothing anneals; on a run shorter than about "
+                "%d steps most steps go to probes: pass total_steps=<your run's steps>",
+                first.cost,
+                first.search_steps,
+                20 * first.search_steps,
+            )
         if strategy is not None and (forecaster is not None or proposer is not None):
             raise ConfigError(
                 "give forecaster= and proposer= to the strategy itself, not beside strategy="
@@ -217,7 +261,10 @@ class AutoLRS:
         self._anneal: AnnealState | None = None
         self._batch_cache: tuple[int, list[Any]] = (-1, [])
         self._warned_done = False
-        self._unwarned = {"lr", "floor"}  # each warning of outside changes is given once
+        # Each warning of outside changes is given once.
+        self._unwarned = {"lr", "floor"} if watch_lr else {"floor"}
+        self._unwarned_edges = {"min_lr", "max_lr"}
+        self._last_edge: str | None = None
         # The objective measured at an exploit's end: the next stage's value at its snapshot.
         self._next_val0: float | None = None
         # Recovery from non-finite losses in warmup and anneal (see _recover).
@@ -230,7 +277,7 @@ class AutoLRS:
         self.trace_phase: array[int] = array("b")
         forecaster_config = getattr(self.strategy, "forecaster", None)
         self.log.write(
-            "run_start",
+            RUN_START,
             0,
             config=self.config.to_dict(),
             initial_lrs=self.initial_lrs,
@@ -453,7 +500,7 @@ class AutoLRS:
             self._lr_scale,
         )
         self.log.write(
-            "rollback",
+            ROLLBACK,
             self.global_step,
             stage=self.stage_index,
             lr=self.current_lr,
@@ -514,7 +561,7 @@ class AutoLRS:
         self._dirty = False
         bounds = self.strategy.begin_stage(self.stage_index, progress, self.lr, searched_before)
         self.log.write(
-            "stage_start",
+            STAGE_START,
             self.global_step,
             stage=self.stage_index,
             tau=spec.tau,
@@ -675,7 +722,7 @@ class AutoLRS:
             stage.ref_loss = statistics.median(firsts) if firsts else None
         self.strategy.score(probe, stage.spec.tau)
         self.log.write(
-            "probe",
+            PROBE,
             self.global_step,
             stage=self.stage_index,
             index=len(stage.probes) - 1,
@@ -723,7 +770,7 @@ class AutoLRS:
         stage.chosen_lr, stage.chosen_forecast = lr, forecast
         stage.guarded = reason != "fallback" or self.config.min_lr not in stage.rejected
         self.log.write(
-            "decision",
+            DECISION,
             self.global_step,
             stage=self.stage_index,
             lr=lr,
@@ -734,10 +781,58 @@ class AutoLRS:
                 {"lr": p.lr, "forecast": p.forecast, "diverged": p.diverged} for p in stage.probes
             ],
         )
+        logger.info(
+            "stage %d: lr=%.4g chosen (%s, forecast %s); %d of %d steps so far on search (%.0f%%)",
+            self.stage_index,
+            lr,
+            reason,
+            "none" if forecast is None else f"{forecast:.4g}",
+            self.search_steps,
+            self.global_step,
+            100.0 * self.search_steps / max(self.global_step, 1),
+        )
+        if reason in ("best_forecast", "fallback"):
+            self._check_range_edge(lr if reason == "best_forecast" else None, stage)
         target = stage.spec.exploit_steps
         if not from_probe and self.config.keep_winner and stage.spec.probes > 0:
             target += stage.spec.tau_probe
         self._start_exploit(target, from_probe)
+
+    def _check_range_edge(self, lr: float | None, stage: StageState) -> None:
+        """Warn, once per bound, when the given range looks wrong: two searched
+        stages in a row whose best candidate is their outermost one in the outer
+        quarter of the range (the best LR may lie beyond it), or a stage where
+        every candidate diverged (``lr`` None: the range may be too high)."""
+        lo, hi = self.config.min_lr, self.config.max_lr
+        edge = None
+        scored = [p.lr for p in stage.probes if p.forecast is not None]
+        if lr is None:
+            edge = "min_lr" if stage.probes and all(p.diverged for p in stage.probes) else None
+        elif len(scored) >= 2:
+            x = math.log(lr / lo) / math.log(hi / lo)
+            if x >= 0.75 and lr == max(scored):
+                edge = "max_lr"
+            elif x <= 0.25 and lr == min(scored):
+                edge = "min_lr"
+        pinned = edge is not None and (edge == self._last_edge or lr is None)
+        self._last_edge = edge
+        if not pinned or edge not in self._unwarned_edges:
+            return
+        self._unwarned_edges.discard(edge)
+        if edge == "max_lr":
+            what = f"the best LR found, {lr:.4g}, sits at the top of the search range"
+            fix = f"a larger LR may be better: pass a larger max_lr (e.g. max_lr={10 * hi:g})"
+        elif lr is None:
+            what = "every candidate LR diverged"
+            fix = f"the range may be too high: pass a smaller min_lr (e.g. min_lr={lo / 100:g})"
+        else:
+            what = f"the best LR found, {lr:.4g}, sits at the bottom of the search range"
+            fix = f"a smaller LR may be better: pass a smaller min_lr (e.g. min_lr={lo / 10:g})"
+        warnings.warn(
+            f"stage {self.stage_index}: {what} (min_lr={lo:g}, max_lr={hi:g}); {fix}",
+            RangeWarning,
+            stacklevel=4,
+        )
 
     def _fallback_lr(self) -> float:
         """The LR when no candidate is left: ``min_lr``, or half the smallest LR
@@ -796,7 +891,7 @@ class AutoLRS:
         lr = stage.chosen_lr if stage.chosen_lr is not None else self.lr
         logger.warning("stage %d: exploit at lr=%g rolled back (%s)", self.stage_index, lr, reason)
         self.log.write(
-            "rollback",
+            ROLLBACK,
             self.global_step,
             stage=self.stage_index,
             lr=lr,
@@ -833,7 +928,7 @@ class AutoLRS:
             actual = finite_or_none(float(self.val_fn()))
             self._next_val0 = actual
         self.log.write(
-            "exploit_end",
+            EXPLOIT_END,
             self.global_step,
             stage=self.stage_index,
             lr=stage.chosen_lr,
@@ -886,7 +981,7 @@ class AutoLRS:
         self.phase = Phase.DONE
         self._log_phase(Phase.DONE)
         self.log.write(
-            "run_end",
+            RUN_END,
             self.global_step,
             search_steps=self.search_steps,
             exploit_steps=self.exploit_steps,
@@ -947,7 +1042,7 @@ class AutoLRS:
         self.apply_lr()
 
     def _log_phase(self, phase: Phase) -> None:
-        self.log.write("phase", self.global_step, phase=phase.value, lr=self.lr)
+        self.log.write(PHASE, self.global_step, phase=phase.value, lr=self.lr)
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -1072,15 +1167,30 @@ class AutoLRS:
         self._snapshot, self._winner = snap, win
         self._batch_cache = (-1, [])
         self.apply_lr()
-        self.log.write("phase", self.global_step, phase="resume", lr=self.lr)
+        self.log.write(PHASE, self.global_step, phase=PHASE_RESUME, lr=self.lr)
 
     # ------------------------------------------------------------- reports
-    def summary(self) -> list[dict[str, Any]]:
-        """One row per finished stage: LR chosen, forecast and the loss actually reached."""
-        rows = []
-        for rec in self.log.of_type("exploit_end"):
-            rows.append({k: rec.get(k) for k in ("stage", "lr", "forecast", "actual", "steps")})
-        return rows
+    def summary(self) -> Summary:
+        """The finished stages (typed rows; ``print(tuner.summary())`` shows a table).
+
+        Each row: the stage, the LR it exploited, the forecast that chose it, the
+        objective it reached, its exploit steps and its rollbacks.
+        """
+        rollbacks: dict[int, int] = {}
+        for rec in self.log.of_type(ROLLBACK):
+            rollbacks[rec["stage"]] = rollbacks.get(rec["stage"], 0) + 1
+        rows = [
+            StageRow(
+                stage=rec["stage"],
+                lr=rec["lr"],
+                forecast=rec["forecast"],
+                actual=rec["actual"],
+                steps=rec["steps"],
+                rollbacks=rollbacks.get(rec["stage"], 0),
+            )
+            for rec in self.log.of_type(EXPLOIT_END)
+        ]
+        return Summary(rows, self.search_steps, self.global_step)
 
 
 AutoLRS.__doc__ = (AutoLRS.__doc__ or "").replace("{options}", options_doc("            "))

@@ -47,6 +47,10 @@ class NonFiniteWarning(AutoLRWarning):
     """The run reached non-finite weights; autolr went back to its last finite state."""
 
 
+class RangeWarning(AutoLRWarning):
+    """The best LR found sits at an edge of the search range the user gave."""
+
+
 class SchedulerConflictWarning(AutoLRWarning):
     """A framework LR scheduler would overwrite the LR autolr sets; autolr disabled it."""
 

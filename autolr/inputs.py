@@ -27,6 +27,7 @@ def check_parts(
     extra_state: Any,
     log_path: Any,
     prober: Any,
+    watch_lr: bool = True,
 ) -> None:
     """Refuse, with a message naming the value, objects the controller cannot work with."""
     for i, group in enumerate(optimizer.param_groups):
@@ -70,7 +71,7 @@ def check_parts(
             f"prober must be a ProbeBackend (run(snapshot, requests) and reset()), got "
             f"{type(prober).__name__}"
         )
-    if any("initial_lr" in g for g in optimizer.param_groups):
+    if watch_lr and any("initial_lr" in g for g in optimizer.param_groups):
         warnings.warn(
             "the optimizer has an LR scheduler attached (its param groups have 'initial_lr'); "
             "autolr owns the LR: stop calling scheduler.step(), or autolr's LR is overwritten",

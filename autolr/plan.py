@@ -70,6 +70,13 @@ class StagePlan:
                 self.tau0, int(round(self.tau0 * config.growth ** (GROWING_STAGES - 1)))
             )
             first = self._nominal(0)
+            if config.tau is not None and available < first.cost:
+                raise ConfigError(
+                    f"tau={config.tau} does not fit total_steps={config.total_steps}: one stage "
+                    f"at that tau takes {first.cost} steps and {available} are left after "
+                    "warmup and anneal; pass a smaller tau, or none (it is then sized from "
+                    "the budget)"
+                )
             if available < first.cost or first.tau_probe < config.min_probe_steps:
                 need = self._minimal_cost()
                 raise ConfigError(

@@ -163,3 +163,54 @@ def robust_sd(values: list[float]) -> float:
         return 0.0
     med = statistics.median(values)
     return 1.4826 * statistics.median(abs(v - med) for v in values)
+
+
+@dataclass(frozen=True)
+class StageRow:
+    """One finished stage, as :meth:`autolr.AutoLRS.summary` reports it.
+
+    Attributes:
+        stage: stage number.
+        lr: the LR the stage exploited (linear scale).
+        forecast: the strategy's score of that LR (the loss it forecast), None for a fallback.
+        actual: the objective the exploit reached (validation loss with a ``val_fn``).
+        steps: exploit steps.
+        rollbacks: exploits of this stage the guards rolled back.
+    """
+
+    stage: int
+    lr: float
+    forecast: float | None
+    actual: float | None
+    steps: int
+    rollbacks: int
+
+
+class Summary(list[StageRow]):
+    """The finished stages, in order; ``print()`` shows them as a table.
+
+    Attributes:
+        search_steps: steps spent on probes so far.
+        total_steps: steps taken so far, probes included.
+    """
+
+    def __init__(self, rows: list[StageRow], search_steps: int, total_steps: int) -> None:
+        super().__init__(rows)
+        self.search_steps = search_steps
+        self.total_steps = total_steps
+
+    def __str__(self) -> str:
+        def num(v: float | None, spec: str) -> str:
+            return "-" if v is None else format(v, spec)
+
+        lines = [
+            f"{'stage':>5} {'lr':>10} {'forecast':>10} {'actual':>10} {'steps':>7} {'rollbacks':>9}"
+        ]
+        for r in self:
+            lines.append(
+                f"{r.stage:>5} {r.lr:>10.4g} {num(r.forecast, '10.4g')} {num(r.actual, '10.4g')} "
+                f"{r.steps:>7} {r.rollbacks:>9}"
+            )
+        share = self.search_steps / self.total_steps if self.total_steps else 0.0
+        lines.append(f"search: {self.search_steps} of {self.total_steps} steps ({share:.0%})")
+        return "\n".join(lines)

@@ -151,11 +151,7 @@ def main() -> None:
         f"\nautolr: {time.time() - start:.0f} s, {tuner.search_steps} of {tuner.global_step} "
         "steps spent on probes"
     )
-    print(f"{'stage':>5} {'lr':>9} {'forecast':>9} {'actual':>9}")
-    for row in tuner.summary():
-        forecast = row["forecast"] if row["forecast"] is not None else math.nan
-        actual = row["actual"] if row["actual"] is not None else math.nan
-        print(f"{row['stage']:>5} {row['lr']:>9.2e} {forecast:>9.3f} {actual:>9.3f}")
+    print(tuner.summary())
     print(f"held-out loss {loss:.3f} (bits per character {loss / math.log(2):.2f})")
 
     if opts.baseline:

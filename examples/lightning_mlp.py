@@ -113,11 +113,8 @@ def main() -> None:
 
     tuner = autolrs.tuner
     assert tuner is not None
-    print(f"\n{'stage':>5} {'lr':>10} {'forecast':>10} {'actual':>10} {'steps':>6}")
-    for row in tuner.summary():
-        forecast = "-" if row["forecast"] is None else f"{row['forecast']:.4f}"
-        actual = "-" if row["actual"] is None else f"{row['actual']:.4f}"
-        print(f"{row['stage']:>5} {row['lr']:>10.4g} {forecast:>10} {actual:>10} {row['steps']:>6}")
+    print()
+    print(tuner.summary())
     print(
         f"\n{tuner.global_step} steps, {tuner.search_steps} of them probes "
         f"({tuner.search_steps / max(tuner.global_step, 1):.0%}); "

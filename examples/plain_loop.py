@@ -40,11 +40,7 @@ def main() -> None:
             bar.set_postfix(
                 stage=tuner.stage_index, phase=tuner.phase.value, lr=f"{tuner.current_lr:.2e}"
             )
-    for row in tuner.summary():
-        print(
-            f"stage {row['stage']}: lr={row['lr']:.3g} forecast={row['forecast']} "
-            f"actual={row['actual']:.4f}"
-        )
+    print(tuner.summary())
     val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
     print(f"steps on probes: {tuner.search_steps} of {tuner.global_step}")
     print(f"validation loss {val_loss:.4f}, accuracy {val_acc:.3f}")

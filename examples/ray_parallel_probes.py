@@ -114,11 +114,8 @@ def main() -> None:
         logits = model(X[TEST])
         test_loss = nn.functional.cross_entropy(logits, Y[TEST]).item()
         accuracy = (logits.argmax(1) == Y[TEST]).float().mean().item()
-    print("\nstage  lr        forecast   loss reached")
-    for row in tuner.summary():
-        forecast = "-" if row["forecast"] is None else f"{row['forecast']:.4f}"
-        actual = "-" if row["actual"] is None else f"{row['actual']:.4f}"
-        print(f"{row['stage']:5d}  {row['lr']:.5f}  {forecast:>9s}  {actual:>9s}")
+    print()
+    print(tuner.summary())
     print(
         f"\n{tuner.global_step} steps ({tuner.search_steps} in probes, {prober.failures} failed "
         f"probe attempts); test loss {test_loss:.4f}, accuracy {accuracy:.3f}; "

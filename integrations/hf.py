@@ -254,8 +254,10 @@ class AutoLRSCallback(TrainerCallback):
                 else "training stops before autolr's final anneal",
             )
         try:
+            # The callback holds the Trainer's scheduler itself (watch_lr off).
+            options = {"watch_lr": False, **self.options}
             self.tuner = AutoLRS(
-                model, optimizer, self.min_lr, self.max_lr, total_steps=total, **self.options
+                model, optimizer, self.min_lr, self.max_lr, total_steps=total, **options
             )
         except ConfigError as exc:
             if self.total_steps is None and "too small" in str(exc):

@@ -205,7 +205,7 @@ class AutoLRSCallback(Callback):
                 self.max_lr,
                 self._budget,
                 extra_state=extra,
-                **options,
+                **{"watch_lr": False, **options},  # the callback handles schedulers itself
             )
         except ConfigError as exc:
             if not source:

@@ -36,7 +36,9 @@ REL_TOL = 1e-9
 @contextmanager
 def quiet() -> Iterator[None]:
     """Silence the controller's own warnings (rollbacks, ...): the run already logged them."""
-    loggers = [logging.getLogger(f"autolr.{n}") for n in ("controller", "proposer", "forecast")]
+    loggers = [
+        logging.getLogger(f"autolr.{n}") for n in ("controller", "strategy", "proposer", "forecast")
+    ]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from autolr.controller import AutoLRS
+from autolr.forecast import make_forecaster
 from autolr.offline.nqm import NoisyQuadratic, optimal_schedule, sgd_expected_loss
 
 __all__ = ["NQMRun", "simulate_nqm"]
@@ -159,6 +160,9 @@ def simulate_nqm(
         Path(log_path).unlink(missing_ok=True)
     options.setdefault("seed", seed)
     options.setdefault("gp_device", "cpu")
+    if isinstance(options.get("forecaster"), str):  # a name, as the command line gives it
+        named = {"name": options["forecaster"], "min_value": options.get("loss_floor", 0.0)}
+        options["forecaster"] = make_forecaster(named)
     tuner = AutoLRS(
         model,
         optimizer,
