@@ -407,13 +407,16 @@ Budgets (full mode; 1 torch thread per process on a shared 2-core CPU):
 | W2 MNIST-1D CNN | 4,000 | 10 x 4 | 3 | 15-60 s |
 | W3 char GPT | 1,500 | 8 x 2 (cosine, WSD only) | 3 | 1-3 min |
 | S0 noisy quadratic | 5,000 | 9 x 4 | 3 | 3-6 s |
+| W4 plateau CNN (confirmation) | 1,000 | 7 x 2 (cosine, WSD only) | 5 | 4-25 s |
+| W5 fine-tuning (confirmation) | 800 | 9 x 2 (cosine, WSD only) | 5 | 2-9 s |
 
 W2 runs 4,000 steps (about 73 epochs of its 3,500 signals) rather than more, and W3
 1,500 steps, and two schedules, so that a full pass fits in a few hours
 here. Both grids were widened upwards after a first pass put the tuned LR at the
 grid's top (W2 0.016, W3 0.008); autolr's and PB2's search range is the grid's range.
 Quick mode (`--quick`) is a smoke run (T = 120-500, one seed, ablations on W1
-only; `python -m benchmarks.all --quick` took 8.5 minutes here from empty results)
+only; `python -m benchmarks.all --quick` took 8.5 minutes here from empty results, and
+its confirmation step, W4 and W5, 4.8 minutes more)
 where the stage-based methods have too few steps to mean anything.
 
 How to read the tables:
@@ -1044,7 +1047,10 @@ def range_sweep_markdown(sweep: dict[str, Any], rows: list[dict[str, Any]] | Non
         f"{meta.get('git_commit') or '?'} (autolr sources "
         f"{meta.get('autolr_source_sha256_16')}), {meta['wall_time_s'] / 60:.1f} min. "
         "**median LR / tuned**: per run, the median LR applied over the run "
-        "(probes included) divided by the centre LR; median (min–max) over seeds.\n\n"
+        "(probes included) divided by the centre LR; median (min–max) over seeds; "
+        "**dead runs' LR / tuned**: the same ratio for each dead run (well below 1: "
+        "held too small an LR to leave the initial plateau; above 1: a too-large LR "
+        "killed it).\n\n"
     ]
     head = [
         "method",
@@ -1054,6 +1060,7 @@ def range_sweep_markdown(sweep: dict[str, Any], rows: list[dict[str, Any]] | Non
         "median val / best tuned",
         "dead / non-finite",
         "median LR / tuned",
+        "dead runs' LR / tuned",
         "search steps",
     ]
     out.append("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
@@ -1082,6 +1089,11 @@ def range_sweep_markdown(sweep: dict[str, Any], rows: list[dict[str, Any]] | Non
                 for r in ok.values()
                 if r.get("autolr", {}).get("search_steps") is not None
             ]
+            dead_lrs = [
+                f"{r['median_lr'] / center:.2g}"
+                for r in ok.values()
+                if run_status(r, chance) == "dead" and r.get("median_lr")
+            ]
             cells = [
                 method,
                 title,
@@ -1090,6 +1102,7 @@ def range_sweep_markdown(sweep: dict[str, Any], rows: list[dict[str, Any]] | Non
                 _ratio(med, best),
                 _status_cell([run_status(r, chance) for r in mine.values()]),
                 _cell(lrs, 3) if lrs else "–",
+                ", ".join(dead_lrs) or "–",
                 _cell(search, 4) if search else "n/a",
             ]
             out.append("| " + " | ".join(cells) + " |\n")
