@@ -3,12 +3,15 @@
 Usage::
 
     python -m benchmarks.all            # full budgets (hours on 2 CPU cores, see BENCHMARKS.md)
-    python -m benchmarks.all --quick    # small budgets, one seed: about 9 min on 2 cores
+    python -m benchmarks.all --quick    # small budgets, one seed: about 13 min on 2 cores
     python -m benchmarks.all --skip micro,ablate --workloads W1,S0
 
 Runs, in order: the micro-benchmarks (``benchmarks.micro``), the comparison
 (``benchmarks.run``) on the chosen workloads with ``SEEDS`` seeds, the ablations
-(``benchmarks.ablate``) on ``ABLATION_WORKLOADS``, then writes the report once.
+(``benchmarks.ablate``) on ``ABLATION_WORKLOADS``, the confirmation workloads
+(``CONFIRMATION_WORKLOADS``: the grid of ``CONFIRMATION_METHODS`` and the
+search-range sweep of ``benchmarks.ranges``, ``CONFIRMATION_SEEDS`` seeds), then
+writes the report once.
 Quick mode runs one seed (``QUICK_SEEDS``) and ablates W1 only
 (``QUICK_ABLATION_WORKLOADS``) unless ``--ablation-workloads`` says otherwise.
 Each step merges into the files already in ``benchmarks/results/``: seeds
@@ -28,7 +31,11 @@ ABLATION_WORKLOADS = "W1,S0,W2"
 SEEDS = 3
 QUICK_SEEDS = 1
 QUICK_ABLATION_WORKLOADS = "W1"
-STEPS = ("micro", "run", "ablate")
+CONFIRMATION_WORKLOADS = "W4,W5"
+CONFIRMATION_METHODS = "cosine,wsd,autolr,autolr-paper"
+CONFIRMATION_SEEDS = 5
+CONFIRMATION_RANGES = "1,2,3,4,wide,none"
+STEPS = ("micro", "run", "ablate", "confirm")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         status |= run.main(["--workloads", args.workloads, "--seeds", seeds, *common])
     if "ablate" not in skip:
         status |= ablate.main(["--workloads", ablation_workloads, "--seeds", seeds, *common])
+    if "confirm" not in skip:
+        confirm = ["--workloads", CONFIRMATION_WORKLOADS, *common]
+        confirm += ["--seeds", str(QUICK_SEEDS if args.quick else CONFIRMATION_SEEDS)]
+        status |= run.main([*confirm, "--methods", CONFIRMATION_METHODS])
+        status |= run.main([*confirm, "--range-decades", CONFIRMATION_RANGES])
     build_report(RESULTS_DIR, REPORT_PATH)
     print(f"wrote {REPORT_PATH}")
     return status

@@ -115,8 +115,8 @@ class TunerDriver:
         variant: which autolr method.
         model: the workload's model.
         optimizer: its optimizer, built at the workload's default LR.
-        min_lr: lower end of the search range (linear scale).
-        max_lr: upper end of the search range (linear scale).
+        min_lr: lower end of the search range (linear scale); ``None``: not given.
+        max_lr: upper end of the search range (linear scale); ``None``: not given.
         total_steps: the run's budget ``T``; probe steps count inside it.
         seed: the run seed.
         val_fn: the workload's validation loss, used when the variant asks for it.
@@ -129,8 +129,8 @@ class TunerDriver:
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         *,
-        min_lr: float,
-        max_lr: float,
+        min_lr: float | None,
+        max_lr: float | None,
         total_steps: int,
         seed: int,
         val_fn: Callable[[], float] | None = None,
@@ -146,11 +146,13 @@ class TunerDriver:
         if log_path is not None:
             wanted["log_path"] = log_path
         self.settings, self.ignored = _split_settings(AutoLRS, wanted)
+        bounds: dict[str, Any] = {
+            k: v for k, v in (("min_lr", min_lr), ("max_lr", max_lr)) if v is not None
+        }
         self.tuner = AutoLRS(
             model,
             optimizer,
-            min_lr=min_lr,
-            max_lr=max_lr,
+            **bounds,
             total_steps=total_steps,
             seed=seed,
             **self.settings,

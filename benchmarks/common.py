@@ -59,6 +59,10 @@ class Workload:
             numbers (S0: the optimal schedule's expected loss).
         grid_schedules: the schedules swept over the LR grid (all four by default;
             fewer where a run is expensive); others asked for are skipped.
+        confirmation: a confirmation workload (W4, W5): reported in its own table,
+            never used to choose a default.
+        chance_loss: the loss of a model that has learnt nothing (ln of the class
+            count for a classifier), used to tell a dead network; ``None`` if none.
     """
 
     id: str
@@ -74,6 +78,8 @@ class Workload:
     eval_points: int = 25
     reference: Callable[[int], dict[str, Any]] | None = None
     grid_schedules: tuple[str, ...] = ("cosine", "linear", "wsd", "constant")
+    confirmation: bool = False
+    chance_loss: float | None = None
 
     def lr_grid(self) -> list[float]:
         """Peak LRs of the grid search, ascending, spaced x2."""

@@ -147,6 +147,7 @@ def run_one(
     autolr_variant: autolr_hook.AutoLRVariant | None = None,
     on_step: Callable[[int], None] | None = None,
     log_path: str | Path | None = None,
+    lr_range: tuple[float | None, float | None] | None = None,
 ) -> dict[str, Any]:
     """Train one method for ``total_steps`` and measure it.
 
@@ -156,6 +157,8 @@ def run_one(
     to the tuner, which may stop it before ``total_steps`` (``finished``). A
     ``pb2`` run trains a population with Ray Tune (see :mod:`benchmarks.pb2`).
     ``log_path``: where an autolr run writes its run log (None: in memory only).
+    ``lr_range``: an autolr run's ``(min_lr, max_lr)`` (default: the ends of the
+    workload's grid; ``(None, None)``: no range given).
 
     Returns:
         a JSON-ready dict: final val/test loss (``None`` if non-finite), the val curve
@@ -186,7 +189,7 @@ def run_one(
     driver = None
     batches = inst.train_batches
     if autolr_variant is not None:
-        lo, hi = workload.lr_range()
+        lo, hi = lr_range or workload.lr_range()
         driver = autolr_hook.TunerDriver(
             autolr_variant,
             model,

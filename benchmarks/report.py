@@ -30,8 +30,12 @@ POPULATION_LABELS = {"pb2": "PB2 (Ray Tune, population 4, budget shared)"}
 MICRO_FILE = "micro.json"
 MICRO_QUICK_FILE = "micro_quick.json"  # quick runs never overwrite the full figures
 ABLATION_DIR = "ablations"
+RANGES_DIR = "ranges"
 FINDINGS_PATH = Path(__file__).resolve().parent / "findings.md"
-WORKLOAD_ORDER = ("W1", "W2", "W3", "S0")
+WORKLOAD_ORDER = ("W1", "W2", "W3", "S0", "W4", "W5")
+# a final val loss at or above (1 - DEAD_TOLERANCE) x min(initial val loss, chance
+# loss) is a dead network: the run learnt nothing it kept
+DEAD_TOLERANCE = 0.05
 
 
 def _inf(x: float | None) -> float:
@@ -403,13 +407,16 @@ Budgets (full mode; 1 torch thread per process on a shared 2-core CPU):
 | W2 MNIST-1D CNN | 4,000 | 10 x 4 | 3 | 15-60 s |
 | W3 char GPT | 1,500 | 8 x 2 (cosine, WSD only) | 3 | 1-3 min |
 | S0 noisy quadratic | 5,000 | 9 x 4 | 3 | 3-6 s |
+| W4 plateau CNN (confirmation) | 1,000 | 7 x 2 (cosine, WSD only) | 5 | 4-25 s |
+| W5 fine-tuning (confirmation) | 800 | 9 x 2 (cosine, WSD only) | 5 | 2-9 s |
 
 W2 runs 4,000 steps (about 73 epochs of its 3,500 signals) rather than more, and W3
 1,500 steps, and two schedules, so that a full pass fits in a few hours
 here. Both grids were widened upwards after a first pass put the tuned LR at the
 grid's top (W2 0.016, W3 0.008); autolr's and PB2's search range is the grid's range.
 Quick mode (`--quick`) is a smoke run (T = 120-500, one seed, ablations on W1
-only; `python -m benchmarks.all --quick` took 8.5 minutes here from empty results)
+only; `python -m benchmarks.all --quick` took 8.5 minutes here from empty results, and
+its confirmation step, W4 and W5, 4.8 minutes more)
 where the stage-based methods have too few steps to mean anything.
 
 How to read the tables:
@@ -483,6 +490,8 @@ def build_report(results_dir: Path = RESULTS_DIR, report_path: Path = REPORT_PAT
     current_mode = None
     for res in sorted(loaded, key=order):
         meta = res["meta"]
+        if meta.get("confirmation"):
+            continue  # in their own section below
         if meta["mode"] != current_mode:
             current_mode = meta["mode"]
             title = {
@@ -515,6 +524,15 @@ def build_report(results_dir: Path = RESULTS_DIR, report_path: Path = REPORT_PAT
             parts.append("\n" + "\n".join(f"- {v}" for v in verdict) + "\n")
         rel = os.path.relpath(png.resolve(), report_path.resolve().parent)
         parts.append(f"\n![{name}]({Path(rel).as_posix()})\n")
+    sweeps = [json.loads(f.read_text()) for f in sorted((results_dir / RANGES_DIR).glob("*.json"))]
+    confirmation = confirmation_markdown(
+        sorted((r for r in loaded if r["meta"].get("confirmation")), key=order),
+        sweeps,
+        results_dir,
+        report_path,
+    )
+    if confirmation:
+        parts.append(confirmation)
     micro = results_dir / MICRO_FILE
     if not micro.is_file():  # the quick figures only when there are no full ones
         micro = results_dir / MICRO_QUICK_FILE
@@ -539,7 +557,7 @@ def summary_markdown(loaded: list[dict[str, Any]]) -> str:
     lines = []
     for res in sorted(loaded, key=lambda r: _w_order(r["meta"]["workload"])):
         meta = res["meta"]
-        if meta["mode"] != "full":
+        if meta["mode"] != "full" or meta.get("confirmation"):
             continue
         rows = summarize(res)
         med = _median_test
@@ -915,6 +933,236 @@ def _reference_line(wid: str, mode: str, workload_results: list[dict[str, Any]])
             + ".\n"
         )
     return ""
+
+
+# ------------------------------------------------------ confirmation workloads
+def run_status(run: dict[str, Any], chance_loss: float | None) -> str:
+    """``"failed"``, ``"non-finite"``, ``"dead"`` or ``"ok"`` for one run's results.
+
+    Dead: the final validation loss is at or above ``1 - DEAD_TOLERANCE`` times the
+    lower of the run's initial validation loss and ``chance_loss`` (the loss of a
+    model that learnt nothing): the run ended where it started, or worse.
+    """
+    if run.get("error"):
+        return "failed"
+    val = run.get("final_val")
+    if val is None or run.get("diverged"):
+        return "non-finite"
+    curve = run.get("val_curve") or []
+    start = curve[0][1] if curve and curve[0][0] == 0 else None
+    refs = [x for x in (start, chance_loss) if x is not None]
+    if refs and val >= (1 - DEAD_TOLERANCE) * min(refs):
+        return "dead"
+    return "ok"
+
+
+def _median_val(row: dict[str, Any]) -> float:
+    st = _stats(e["val"] for e in row["per_seed"].values() if not e.get("error"))
+    return math.inf if st is None else st[0]
+
+
+def _worst(values: dict[Any, float | None]) -> str:
+    if not values:
+        return "–"
+    seed, worst = max(values.items(), key=lambda kv: _inf(kv[1]))
+    return f"{_fmt(_inf(worst))} (seed {seed})"
+
+
+def _ratio(value: float, best: float) -> str:
+    if not math.isfinite(value) or not math.isfinite(best) or best <= 0:
+        return "–"
+    return f"{value / best:.2f}x"
+
+
+def _status_cell(statuses: list[str]) -> str:
+    dead, bad = statuses.count("dead"), statuses.count("non-finite")
+    failed = statuses.count("failed")
+    text = f"{dead} / {bad}"
+    return text + (f" ({failed} failed)" if failed else "")
+
+
+def confirmation_table(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """A confirmation workload's table: median, worst seed, ratio to the best tuned, dead runs."""
+    meta, runs = results["meta"], results["runs"]
+    chance = meta.get("chance_loss")
+    tuned = [r for r in rows if r["kind"] == "tuned"]
+    best = min((_median_val(r) for r in tuned), default=math.inf)
+    head = [
+        "method",
+        "final val loss",
+        "worst seed (val)",
+        "median val / best tuned",
+        "final test loss",
+        "dead / non-finite",
+        "train time s",
+        "search steps",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        ps = row["per_seed"]
+        statuses = []
+        for seed, e in ps.items():
+            run = _find_run(runs, row["method"], seed, e["peak_lr"])
+            statuses.append(run_status(run, chance) if run is not None else "failed")
+        ok = {k: e for k, e in ps.items() if not e.get("error")}
+        label = row["label"]
+        if row["kind"] == "tuned":
+            grid = meta["lr_grid"]
+            lrs = sorted({e["peak_lr"] for e in ok.values()})
+            label += " → peak LR " + ", ".join(
+                f"{lr:.3g}" + (" (grid edge)" if lr in (grid[0], grid[-1]) else "") for lr in lrs
+            )
+        search = [e.get("search_steps") for e in ok.values() if e.get("search_steps") is not None]
+        cells = [
+            label,
+            _cell(e["val"] for e in ok.values()),
+            _worst({k: e["val"] for k, e in ok.items()}),
+            _ratio(_median_val(row), best),
+            _cell(e["test"] for e in ok.values()),
+            _status_cell(statuses),
+            _cell((e["train_time_s"] for e in ok.values()), 3),
+            _cell(search, 4) if search else ("0" if row["kind"] != "autolr" else "n/a"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def range_sweep_markdown(sweep: dict[str, Any], rows: list[dict[str, Any]] | None) -> str:
+    """The search-range sweep table of one workload (``ranges/<workload>_<mode>.json``).
+
+    Args:
+        sweep: the sweep's results.
+        rows: :func:`summarize` rows of the same workload and budget, for the ratio to
+            the best tuned schedule (None: not run).
+    """
+    meta, runs = sweep["meta"], sweep["runs"]
+    chance = meta.get("chance_loss")
+    center = meta["center_lr"]
+    tuned = [r for r in rows or [] if r["kind"] == "tuned"]
+    best = min((_median_val(r) for r in tuned), default=math.inf)
+    out = [
+        f"\n#### {meta['workload']}: search-range sweep (T = {meta['total_steps']:,})\n\n"
+        f"autolr with search ranges centred in log space on LR {center:.3g} "
+        f"({meta['center_source']}). Seeds {meta['seeds']}; run {meta['date']} at commit "
+        f"{meta.get('git_commit') or '?'} (autolr sources "
+        f"{meta.get('autolr_source_sha256_16')}), {meta['wall_time_s'] / 60:.1f} min. "
+        "**median LR / tuned**: per run, the median LR applied over the run "
+        "(probes included) divided by the centre LR; median (min–max) over seeds; "
+        "**dead runs' LR / tuned**: the same ratio for each dead run (well below 1: "
+        "held too small an LR to leave the initial plateau; above 1: a too-large LR "
+        "killed it).\n\n"
+    ]
+    head = [
+        "method",
+        "search range",
+        "final val loss",
+        "worst seed (val)",
+        "median val / best tuned",
+        "dead / non-finite",
+        "median LR / tuned",
+        "dead runs' LR / tuned",
+        "search steps",
+    ]
+    out.append("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
+    methods = list(dict.fromkeys(r["method"] for r in runs)) or ["autolr"]
+    titles = meta.get("range_titles", {})
+    for method in methods:
+        for label in meta["ranges"]:
+            title = titles.get(label, label)
+            if label in meta.get("unsupported", []):
+                out.append(
+                    f"| {method} | {title} | not run: this `AutoLRS` requires min_lr/max_lr |"
+                    + " – |" * (len(head) - 3)
+                    + "\n"
+                )
+                continue
+            mine = {r["seed"]: r for r in runs if r["method"] == method and r["range"] == label}
+            if not mine:
+                continue
+            ok = {s: r for s, r in mine.items() if not r.get("error")}
+            vals = [r["final_val"] for r in ok.values()]
+            st = _stats(vals)
+            med = math.inf if st is None else st[0]
+            lrs = [r["median_lr"] / center for r in ok.values() if r.get("median_lr")]
+            search = [
+                r["autolr"].get("search_steps")
+                for r in ok.values()
+                if r.get("autolr", {}).get("search_steps") is not None
+            ]
+            dead_lrs = [
+                f"{r['median_lr'] / center:.2g}"
+                for r in ok.values()
+                if run_status(r, chance) == "dead" and r.get("median_lr")
+            ]
+            cells = [
+                method,
+                title,
+                _cell(vals),
+                _worst({s: r["final_val"] for s, r in ok.items()}),
+                _ratio(med, best),
+                _status_cell([run_status(r, chance) for r in mine.values()]),
+                _cell(lrs, 3) if lrs else "–",
+                ", ".join(dead_lrs) or "–",
+                _cell(search, 4) if search else "n/a",
+            ]
+            out.append("| " + " | ".join(cells) + " |\n")
+    return "".join(out)
+
+
+def confirmation_markdown(
+    loaded: list[dict[str, Any]],
+    sweeps: list[dict[str, Any]],
+    results_dir: Path,
+    report_path: Path,
+) -> str:
+    """The confirmation section: W4 and W5's tables and plots, and the range sweeps.
+
+    Args:
+        loaded: the confirmation workloads' results files, in report order.
+        sweeps: every range-sweep results file (``ranges/*.json``).
+        results_dir: where the plots are saved.
+        report_path: the report, for the plots' relative paths.
+    """
+    if not loaded and not sweeps:
+        return ""
+    out = [
+        "\n## Confirmation workloads (W4, W5): no default is chosen on these\n\n"
+        "Workloads no setting of autolr was chosen on: they check that what was chosen "
+        "on W1-W3 and S0 carries. Same rules as above (budget T, probe steps inside it, "
+        "validation decides). **worst seed**: the highest final validation loss over "
+        "seeds. **median val / best tuned**: the row's median final validation loss "
+        "over the best tuned schedule's. **dead / non-finite**: runs whose final "
+        f"validation loss is at or above {1 - DEAD_TOLERANCE:.0%} of the lower of their "
+        "initial validation loss and the chance-level loss (a dead network), and runs "
+        "that ended non-finite. Search-range sweeps: `python -m benchmarks.run "
+        "--workloads W4 --range-decades 1,2,3,4,wide --seeds 5`; `wide` is "
+        "[1e-6, 10], a stand-in for giving no range while `AutoLRS` requires one.\n"
+    ]
+    done = set()
+    for res in loaded:
+        meta = res["meta"]
+        wid, mode = meta["workload"], meta["mode"]
+        rows = summarize(res)
+        res["summary"] = rows
+        name = f"{wid}_{mode}"
+        png = results_dir / f"{name}.png"
+        plot(res, rows, png)
+        out.append(f"\n### {wid} ({mode}): {meta['title']}\n\n" + _meta_line(meta) + "\n")
+        out.append("\n" + confirmation_table(res, rows) + "\n")
+        verdict = _verdict(rows, meta)
+        if verdict:
+            out.append("\n" + "\n".join(f"- {v}" for v in verdict) + "\n")
+        rel = os.path.relpath(png.resolve(), report_path.resolve().parent)
+        out.append(f"\n![{name}]({Path(rel).as_posix()})\n")
+        for sweep in sweeps:
+            if (sweep["meta"]["workload"], sweep["meta"]["mode"]) == (wid, mode):
+                out.append(range_sweep_markdown(sweep, rows))
+                done.add((wid, mode))
+    for sweep in sweeps:
+        key = (sweep["meta"]["workload"], sweep["meta"]["mode"])
+        if key not in done:
+            out.append(range_sweep_markdown(sweep, None))
+    return "".join(out)
 
 
 def main(argv: list[str] | None = None) -> None:

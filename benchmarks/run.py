@@ -5,6 +5,10 @@ Usage::
     python -m benchmarks.run --quick                      # small budgets, all workloads
     python -m benchmarks.run --workloads W1,S0 --seeds 3  # full budgets
     python -m benchmarks.run --quick --methods autolr,autolr-paper   # add to saved results
+    python -m benchmarks.run --workloads W4 --range-decades 1,2,3,4,wide --seeds 5
+
+With ``--range-decades``, runs the search-range sweep of :mod:`benchmarks.ranges`
+instead (autolr only; ``--methods`` picks the autolr variants, default ``autolr``).
 
 Writes ``benchmarks/results/<workload>_<mode>.json`` (merged with the runs already
 there for the same budget and grid) and regenerates ``BENCHMARKS.md``.
@@ -97,6 +101,8 @@ def _meta(workload: Any, mode: str, total: int, seeds: list[int], eval_points: i
         "momentum": workload.momentum,
         "weight_decay": workload.weight_decay,
         "eval_points": eval_points,
+        "confirmation": workload.confirmation,
+        "chance_loss": workload.chance_loss,
         "warmup_fraction": WARMUP_FRACTION,
         "wsd_cooldown_fraction": COOLDOWN_FRACTION,
         "autolr_available": ok,
@@ -259,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "--workloads", default=",".join(WORKLOADS), help=f"comma list of {list(WORKLOADS)}"
     )
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {METHODS}")
+    parser.add_argument("--methods", default=None, help=f"comma list of {METHODS} (default: all)")
     parser.add_argument("--steps", type=int, default=None, help="override the budget T")
     parser.add_argument("--eval-points", type=int, default=None, help="evaluations per run")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -272,7 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--missing-only", action="store_true", help="skip planned runs already in the results"
     )
+    from benchmarks import ranges  # imports this module: not at the top
+
+    ranges.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.range_decades is not None:
+        return ranges.sweep_main(parser, args, args.methods or "autolr")
+    args.methods = args.methods or ",".join(METHODS)
 
     workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -306,3 +306,80 @@ def test_spearman_rank_correlation() -> None:
     assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
     assert spearman([1, 2, 2, 3], [4, 3, 3, 1]) == pytest.approx(-1.0)  # ties: mean ranks
     assert math.isnan(spearman([1, 2], [1, 2]))
+
+
+def test_confirmation_workloads_start_where_they_should() -> None:
+    from benchmarks.workloads import finetune
+
+    w4, w5 = WORKLOADS["W4"], WORKLOADS["W5"]
+    assert w4.confirmation and w5.confirmation and not WORKLOADS["W1"].confirmation
+    assert w4.make(0).eval_val() == pytest.approx(math.log(10), rel=0.02)  # on the plateau
+    state = torch.get_rng_state()
+    finetune.pretrained_body.cache_clear()
+    body = finetune.pretrained_body()
+    assert torch.equal(torch.get_rng_state(), state)  # pretraining leaves the RNG alone
+    finetune.pretrained_body.cache_clear()
+    again = finetune.pretrained_body()
+    assert all(torch.equal(body[k], again[k]) for k in body)  # deterministic
+    tasks = finetune.load_tasks()
+    assert int(tasks["pretrain"][1].max()) == 4 and int(tasks["train"][1].max()) == 4
+    a, b = w5.make(0), w5.make(1)
+    assert torch.equal(a.model[0][0].weight, b.model[0][0].weight)  # the same pretrained body
+    assert not torch.equal(a.model[1].weight, b.model[1].weight)  # a new, seeded head
+
+
+def test_range_sweep_ranges_and_tuned_lr() -> None:
+    from benchmarks import ranges
+
+    lo, hi = ranges.range_around(0.05, 2)
+    assert (lo, hi) == (pytest.approx(0.005), pytest.approx(0.5))
+    lo, hi = ranges.range_around(1e-3, 3)
+    assert math.sqrt(lo * hi) == pytest.approx(1e-3) and hi / lo == pytest.approx(1e3)
+    with pytest.raises(ValueError, match="decades must be positive and finite, got 0"):
+        ranges.range_around(0.1, 0)
+    assert ranges.parse_ranges("1, 2,wide,none") == ["1", "2", "wide", "none"]
+    with pytest.raises(ValueError, match="got 'all'"):
+        ranges.parse_ranges("1,all")
+    assert ranges.resolve_range("none", 0.1) is None
+    assert ranges.resolve_range("wide", 0.1) == ranges.WIDE_RANGE
+    runs = [
+        {"method": "cosine", "peak_lr": 0.1, "final_val": v, "seed": s}
+        for s, v in enumerate([0.5, 0.2, 0.3])
+    ] + [
+        {"method": "wsd", "peak_lr": 0.2, "final_val": v, "seed": s}
+        for s, v in enumerate([0.1, 0.25, None])  # one seed diverged: median 0.25
+    ]
+    lr, which = ranges.tuned_lr({"meta": {"workload": "W"}, "runs": runs})
+    assert lr == 0.2 and which.startswith("wsd")
+
+
+def test_dead_network_status() -> None:
+    from benchmarks.report import run_status
+
+    curve = [[0, 2.30, 0.0], [10, 1.0, 0.1]]
+    assert run_status({"final_val": 0.3, "val_curve": curve}, math.log(10)) == "ok"
+    assert run_status({"final_val": 2.29, "val_curve": curve}, math.log(10)) == "dead"
+    assert run_status({"final_val": 2.6, "val_curve": curve}, None) == "dead"
+    assert run_status({"final_val": None, "diverged": True, "val_curve": curve}, None) == (
+        "non-finite"
+    )
+    assert run_status({"final_val": None, "error": "boom"}, None) == "failed"
+
+
+def test_range_sweep_runs_and_reports(tmp_path: Path) -> None:
+    from benchmarks import ranges, run
+
+    argv = ["--workloads", "W5", "--seeds", "1", "--steps", "200", "--methods", "autolr"]
+    argv += ["--range-decades", "2,none", "--center-lr", "1e-3"]
+    argv += ["--results", str(tmp_path), "--report", str(tmp_path / "B.md")]
+    assert run.main(argv) == 0
+    data = json.loads((tmp_path / "ranges" / "W5_T200.json").read_text())
+    assert data["meta"]["ranges"]["2"] == [pytest.approx(1e-4), pytest.approx(1e-2)]
+    supported = ranges.no_range_supported()
+    assert sorted(r["range"] for r in data["runs"]) == (["2", "none"] if supported else ["2"])
+    assert data["meta"]["unsupported"] == ([] if supported else ["none"])
+    (r,) = [r for r in data["runs"] if r["range"] == "2"]
+    assert r.get("error") is None and r["steps"] <= 200 and r["median_lr"] > 0
+    text = (tmp_path / "B.md").read_text()
+    assert "## Confirmation workloads" in text and "W5: search-range sweep" in text
+    assert "| autolr | 2 decades [0.0001, 0.01] |" in text
