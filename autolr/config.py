@@ -26,6 +26,9 @@ PAPER_PROBES = 10
 PAPER_PROBE_FRACTION = 0.1
 # Probes per stage with a budget (benchmarked: 3 beat 5 and 10 on W1, W3 and S0).
 BUDGET_PROBES = 3
+# The annealed strategy's race and decay (chosen on W1-W3 and S0; see BENCHMARKS.md).
+ANNEAL_PROBES = 4
+ANNEAL_FRACTION = 0.5
 
 OBJECTIVES = ("train_loss", "val_loss")
 
@@ -155,10 +158,45 @@ class AutoLRSConfig:
     :meth:`from_dict` rebuilds it (used by replay and resume).
     """
 
-    min_lr: float = option(
-        None, "lower bound of the LR search (first param group's LR, linear scale)", positive
+    min_lr: float | None = option(
+        None,
+        "lower bound of the LR search (first param group's LR, linear scale); None: found "
+        "by an LR range test at the start",
+        positive,
+        optional=True,
     )
-    max_lr: float = option(None, "upper bound of the LR search (linear scale)", positive)
+    max_lr: float | None = option(
+        None,
+        "upper bound of the LR search (linear scale); None: found by the range test",
+        positive,
+        optional=True,
+    )
+    strategy: str = option(
+        "forecast",
+        "the decision rule: `forecast` (each probe's loss forecast at the stage's horizon, "
+        "as in AutoLRS) or `anneal` (range test, a race scored after a cooldown, the winner "
+        "held, then a long decay)",
+        one_of("forecast", "anneal"),
+    )
+    cooldown_fraction: float = option(
+        0.5,
+        "with strategy `anneal`: each probe's cooldown to LR 0, as a fraction of its length",
+        fraction(0.05, 2.0),
+    )
+    range_steps: int | None = option(
+        None,
+        "steps of the LR range test (run when min_lr or max_lr is None, and by strategy "
+        "`anneal`); default 2% of total_steps, at least 40",
+        integer(8),
+        optional=True,
+    )
+    decay_shape: str | None = option(
+        None,
+        "shape of the final decay: `linear`, `1-sqrt` or `cosine` (default: `linear`; "
+        "`1-sqrt` with strategy `anneal`)",
+        one_of("linear", "1-sqrt", "cosine"),
+        optional=True,
+    )
     total_steps: int | None = option(
         None,
         "the step budget, probes included: stages are sized to fit it, the last "
@@ -285,17 +323,15 @@ class AutoLRSConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("min_lr", "max_lr") and value is None:
-                raise ConfigError(f"{f.name} must be given (a positive number), got None")
             check = f.metadata["check"]
             if check is not None and not (value is None and f.metadata["optional"]):
                 setattr(self, f.name, check(f.name, value))
-        if self.warmup_lr is not None and self.warmup_lr > self.max_lr:
+        if self.warmup_lr is not None and self.max_lr is not None and self.warmup_lr > self.max_lr:
             raise ConfigError(
                 f"warmup_lr must be at most max_lr, got warmup_lr={self.warmup_lr!r} > "
                 f"max_lr={self.max_lr!r}"
             )
-        if self.min_lr >= self.max_lr:
+        if self.min_lr is not None and self.max_lr is not None and self.min_lr >= self.max_lr:
             raise ConfigError(
                 f"min_lr must be below max_lr, got min_lr={self.min_lr!r} >= max_lr={self.max_lr!r}"
             )
@@ -313,14 +349,38 @@ class AutoLRSConfig:
         """Probes per stage: the given value, else 10 (paper) without a budget, 3 with one."""
         if self.probes is not None:
             return self.probes
+        if self.strategy == "anneal":
+            return ANNEAL_PROBES
         return PAPER_PROBES if self.total_steps is None else BUDGET_PROBES
+
+    @property
+    def needs_range_test(self) -> bool:
+        """A range test runs first: no full range given, or the annealed strategy."""
+        return self.min_lr is None or self.max_lr is None or self.strategy == "anneal"
+
+    @property
+    def shape(self) -> str:
+        """The final decay's shape."""
+        if self.decay_shape is not None:
+            return self.decay_shape
+        return "1-sqrt" if self.strategy == "anneal" else "linear"
+
+    @property
+    def n_range_steps(self) -> int:
+        """Steps of the range test (0 when none runs)."""
+        if not self.needs_range_test:
+            return 0
+        if self.range_steps is not None:
+            return self.range_steps
+        return max(40, round(0.02 * self.total_steps)) if self.total_steps else 100
 
     @property
     def anneal_steps(self) -> int:
         """Steps of the final linear decay (0 without ``total_steps``)."""
         if self.total_steps is None:
             return 0
-        frac = 0.1 if self.anneal_fraction is None else self.anneal_fraction
+        default = ANNEAL_FRACTION if self.strategy == "anneal" else 0.1
+        frac = default if self.anneal_fraction is None else self.anneal_fraction
         return int(round(frac * self.total_steps))
 
     def to_dict(self) -> dict[str, Any]:

@@ -62,12 +62,14 @@ from autolr.probing import (
     stop_reason,
 )
 from autolr.proposer import Proposer
+from autolr.rangetest import RangeTest
 from autolr.runlog import (
     DECISION,
     EXPLOIT_END,
     PHASE,
     PHASE_RESUME,
     PROBE,
+    RANGE_TEST,
     ROLLBACK,
     RUN_END,
     RUN_START,
@@ -91,7 +93,7 @@ from autolr.stage import (
     exploit_guard,
     robust_sd,
 )
-from autolr.strategy import ForecastStrategy, Strategy
+from autolr.strategy import ForecastStrategy, Strategy, decay_factor, make_strategy
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +126,7 @@ class Phase(str, Enum):
     EXPLOIT = "exploit"
     ANNEAL = "anneal"
     DONE = "done"
+    RANGE = "range"  # last, so the older phases keep their codes
 
 
 PHASE_CODES = {p: i for i, p in enumerate(Phase)}
@@ -155,9 +158,9 @@ class AutoLRS:
             prober: a :class:`autolr.probing.ProbeBackend` that runs probes itself
                 (in this process or on Ray workers). Without one, the probes run
                 inline in the caller's loop.
-            strategy: the decision rule, a :class:`autolr.strategy.Strategy`
-                (default: :class:`autolr.strategy.ForecastStrategy` with the
-                ``forecaster`` and ``proposer`` given).
+            strategy: the decision rule: a name (the ``strategy`` option below)
+                or a :class:`autolr.strategy.Strategy` object (default: the one
+                the option names, with the ``forecaster`` and ``proposer`` given).
             forecaster: a :class:`autolr.forecast.Forecaster` for the default
                 strategy (default: exponential, with ``loss_floor``).
             proposer: a :class:`autolr.proposer.Proposer` for the default strategy
@@ -187,7 +190,7 @@ class AutoLRS:
         extra_state: Mapping[str, Stateful] | None = None,
         log_path: str | Path | None = None,
         prober: ProbeBackend | None = None,
-        strategy: Strategy | None = None,
+        strategy: Strategy | str | None = None,
         forecaster: Forecaster | None = None,
         proposer: Proposer | None = None,
         trace: bool = True,
@@ -205,6 +208,8 @@ class AutoLRS:
             raise ConfigError("optimizer has no param groups: nothing to set the LR of")
         check_parts(model, optimizer, val_fn, extra_state, log_path, prober, watch_lr)
         check_option_names(options)
+        if isinstance(strategy, str):  # a strategy by name is an option
+            options["strategy"], strategy = strategy, None
         self.config = AutoLRSConfig(
             min_lr=min_lr,  # type: ignore[arg-type]
             max_lr=max_lr,  # type: ignore[arg-type]
@@ -235,7 +240,11 @@ class AutoLRS:
         self.strategy: Strategy = (
             strategy
             if strategy is not None
-            else ForecastStrategy(self.config, forecaster=forecaster, proposer=proposer)
+            else make_strategy(self.config, forecaster=forecaster, proposer=proposer)
+        )
+        cfg = self.config
+        self.search_range: tuple[float, float] | None = (
+            (cfg.min_lr, cfg.max_lr) if cfg.min_lr is not None and cfg.max_lr is not None else None
         )
         # Held until construction succeeds: a failed one leaves no line in the file.
         self.log = RunLog(log_path, hold=True)
@@ -285,13 +294,12 @@ class AutoLRS:
             prober=type(prober).__name__ if prober is not None else None,
             strategy=self.strategy.config(),
         )
-        if self.config.warmup_steps > 0:
-            # The state training starts from: where a non-finite warmup step goes back to.
-            self._snapshot = self._capture_live()
-            self._log_phase(Phase.WARMUP)
-            self._apply_lr(self._warmup_lr(0))
+        self._range: RangeTest | None = None
+        self._precool: Snapshot | None = None
+        if self.config.needs_range_test:
+            self._begin_range()
         else:
-            self._begin_stage()
+            self._begin_training()
         self.log.release()
 
     # ------------------------------------------------------------------ API
@@ -323,11 +331,12 @@ class AutoLRS:
         """
         parts = PARTS - without
         check_option_names(options, owner=owner, extra=parts)
+        named = isinstance(options.get("strategy"), str)  # a strategy by name is an option
         return AutoLRSConfig(
-            min_lr=min_lr,  # type: ignore[arg-type]
-            max_lr=max_lr,  # type: ignore[arg-type]
+            min_lr=min_lr,
+            max_lr=max_lr,
             total_steps=total_steps,
-            **{k: v for k, v in options.items() if k not in parts},
+            **{k: v for k, v in options.items() if k not in parts or (k == "strategy" and named)},
         )
 
     @property
@@ -369,7 +378,9 @@ class AutoLRS:
             self.trace_loss.append(value)
             self.trace_phase.append(PHASE_CODES[self.phase])
         self.global_step += 1
-        if self.phase is Phase.WARMUP:
+        if self.phase is Phase.RANGE:
+            self._on_range(value)
+        elif self.phase is Phase.WARMUP:
             self._on_warmup(value)
         elif self.phase is Phase.PROBE:
             self._on_probe(value)
@@ -471,6 +482,60 @@ class AutoLRS:
                     return
 
     # --------------------------------------------------------- transitions
+    def _begin_training(self) -> None:
+        """After the range test (if any): the warmup, or the first stage."""
+        if self.config.warmup_steps > 0:
+            # The state training starts from: where a non-finite warmup step goes back to.
+            self._snapshot = self._capture_live()
+            self._warmup_from = self.global_step
+            self._log_phase(Phase.WARMUP)
+            self._apply_lr(self._warmup_lr(self.global_step))
+        else:
+            self._begin_stage()
+
+    def _begin_range(self) -> None:
+        """Start the LR range test from a snapshot of the state training starts from."""
+        self._snapshot = self._capture_live()
+        self._range = RangeTest(steps=self.config.n_range_steps)
+        self.phase = Phase.RANGE
+        self._log_phase(Phase.RANGE)
+        self._apply_lr(self._range.lr(0))
+
+    def _on_range(self, value: float) -> None:
+        assert self._range is not None
+        test = self._range
+        self.search_steps += 1
+        reason = test.add(self.current_lr, value)
+        if reason is None:
+            self._apply_lr(test.lr(len(test.losses)))
+            return
+        low, high = test.search_range(self.config)
+        logger.info(
+            "range test: %d steps (%s); lr at the lowest loss %.3g; search range [%.3g, %.3g]",
+            len(test.losses),
+            reason,
+            test.best_lr,
+            low,
+            high,
+        )
+        self.log.write(
+            RANGE_TEST,
+            self.global_step,
+            lrs=test.lrs,
+            losses=test.losses,
+            reason=reason,
+            best_lr=test.best_lr,
+            lr_range=[low, high],
+        )
+        assert self._snapshot is not None
+        self._restore(self._snapshot)
+        self._snapshot = None
+        self.search_range = (low, high)
+        self.strategy.set_range(low, high)
+        self.lr = self._default_lr()
+        self._range = None
+        self._begin_training()
+
     def _on_warmup(self, value: float) -> None:
         if not math.isfinite(value):
             self._recover("warmup")
@@ -570,6 +635,7 @@ class AutoLRS:
             exploit_steps=spec.exploit_steps,
             recent=list(self._recent),
             lr_bounds=list(bounds) if bounds is not None else None,
+            cool=spec.cool,
         )
         logger.info(
             "stage %d: tau=%d tau_probe=%d probes=%d",
@@ -618,21 +684,31 @@ class AutoLRS:
         self._dirty = True
         self.search_steps += 1
         probe.train_losses.append(finite_or_none(value))
-        k = probe.steps
+        k, spec = probe.steps, stage.spec
         if self.val_fn is None:
             probe.t.append(float(k - 1))
             probe.losses.append(finite_or_none(value))
-        elif k % self._val_every() == 0 or k == stage.spec.tau_probe:
+        elif k == spec.probe_steps or (not spec.cool and k % self._val_every() == 0):
             val = finite_or_none(float(self.val_fn()))  # if it raises, t and losses stay paired
             probe.t.append(float(k))
             probe.losses.append(val)
         reason = self._stop_reason(probe)
         if reason is not None:
             probe.diverged, probe.reason = True, reason
-        if reason is not None or k >= stage.spec.tau_probe:
+        if reason is not None or k >= spec.probe_steps:
             self.probe = None
-            self._finish_probe(probe, live=True)
+            if spec.cool:
+                # Keep the state before the cooldown: the exploit goes on from there.
+                kept, self._precool = self._precool, None
+                self._finish_probe(probe, end_state=kept)
+            else:
+                self._finish_probe(probe, live=True)
             self._search()
+        elif spec.cool and k >= spec.tau_probe:
+            if k == spec.tau_probe and self.config.keep_winner:
+                self._precool = self._capture_live()
+            # The cooldown branch: linear to 0 over ``cool`` steps.
+            self._apply_lr(probe.lr * decay_factor("linear", k - spec.tau_probe, spec.cool))
 
     def _stop_reason(self, probe: ProbeRecord) -> str | None:
         """Why a probe must stop: the blow-up rule on its training losses, or a
@@ -720,7 +796,7 @@ class AutoLRS:
                 if p.train_losses and p.train_losses[0] is not None
             ]
             stage.ref_loss = statistics.median(firsts) if firsts else None
-        self.strategy.score(probe, stage.spec.tau)
+        self.strategy.score(probe, stage)
         self.log.write(
             PROBE,
             self.global_step,
@@ -758,7 +834,7 @@ class AutoLRS:
         else:
             lr, forecast, reason = self._fallback_lr(), None, "fallback"
             logger.warning(
-                "stage %d: no candidate left; falling back to min_lr=%g", self.stage_index, lr
+                "stage %d: no candidate left; falling back to lr=%g", self.stage_index, lr
             )
         if from_probe:
             assert self._winner is not None
@@ -768,7 +844,7 @@ class AutoLRS:
             self._restore(self._snapshot)
         self._winner = None
         stage.chosen_lr, stage.chosen_forecast = lr, forecast
-        stage.guarded = reason != "fallback" or self.config.min_lr not in stage.rejected
+        stage.guarded = reason != "fallback" or self._fallback_floor() not in stage.rejected
         self.log.write(
             DECISION,
             self.global_step,
@@ -803,7 +879,9 @@ class AutoLRS:
         stages in a row whose best candidate is their outermost one in the outer
         quarter of the range (the best LR may lie beyond it), or a stage where
         every candidate diverged (``lr`` None: the range may be too high)."""
-        lo, hi = self.config.min_lr, self.config.max_lr
+        if self.search_range is None:
+            return
+        lo, hi = self.search_range
         edge = None
         scored = [p.lr for p in stage.probes if p.forecast is not None]
         if lr is None:
@@ -834,15 +912,21 @@ class AutoLRS:
             stacklevel=4,
         )
 
+    def _fallback_floor(self) -> float:
+        assert self.search_range is not None
+        return self.search_range[0]
+
     def _fallback_lr(self) -> float:
         """The LR when no candidate is left: ``min_lr``, or half the smallest LR
         whose exploit went non-finite when ``min_lr`` itself did (so a run where
         every LR diverges keeps going down instead of repeating one LR)."""
         assert self.stage is not None
+        assert self.search_range is not None
+        low = self.search_range[0]
         failed = self.stage.nonfinite
-        if failed and min(failed) <= self.config.min_lr:
+        if failed and min(failed) <= low:
             return min(failed) / 2
-        return self.config.min_lr
+        return low
 
     def _start_exploit(self, target: int, from_probe: bool) -> None:
         assert self.stage is not None
@@ -1002,7 +1086,11 @@ class AutoLRS:
         return 0.0 if total is None else self.global_step / total
 
     def _default_lr(self) -> float:
-        return math.sqrt(self.config.min_lr * self.config.max_lr)
+        """The geometric middle of the search range (1e-3 before the range test)."""
+        if self.search_range is None:
+            return 1e-3
+        low, high = self.search_range
+        return math.sqrt(low * high)
 
     def _warmup_lr(self, step: int) -> float:
         target = (self.config.warmup_lr or self._default_lr()) * self._lr_scale
@@ -1074,6 +1162,9 @@ class AutoLRS:
                 "warmup_from": self._warmup_from,
             },
             "strategy": self.strategy.state_dict(),
+            "search_range": list(self.search_range) if self.search_range is not None else None,
+            "range_test": self._range.to_dict() if self._range is not None else None,
+            "precool": self._precool.to_state() if self._precool is not None else None,
             "snapshot": self._snapshot.to_state() if self._snapshot is not None else None,
             "winner": self._winner.to_state() if self._winner is not None else None,
         }
@@ -1125,6 +1216,14 @@ class AutoLRS:
             new["_lr_scale"] = float(recovery["lr_scale"])
             new["_recoveries"] = int(recovery["count"])
             new["_warmup_from"] = int(recovery["warmup_from"])
+            found = state.get("search_range", [saved.min_lr, saved.max_lr])
+            new["search_range"] = (
+                (float(found[0]), float(found[1])) if None not in (found or [None]) else None
+            )
+            test = state.get("range_test")
+            new["_range"] = RangeTest(**test) if test else None
+            pre = state.get("precool")
+            new["_precool"] = Snapshot.from_state(pre) if pre is not None else None
             strategy_state = (
                 state["strategy"] if "strategy" in state else {"proposer": state["proposer"]}
             )

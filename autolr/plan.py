@@ -37,10 +37,16 @@ class StageSpec:
     probes: int
     exploit_steps: int
     final: bool = False
+    cool: int = 0
+
+    @property
+    def probe_steps(self) -> int:
+        """Steps of one probe: ``tau_probe`` at its LR, then ``cool`` decaying to 0."""
+        return self.tau_probe + self.cool
 
     @property
     def search_steps(self) -> int:
-        return self.probes * self.tau_probe
+        return self.probes * self.probe_steps
 
     @property
     def cost(self) -> int:
@@ -54,6 +60,21 @@ class StagePlan:
         self.config = config
         self.probes = config.n_probes
         self.fraction = config.probe_fraction
+        if config.strategy == "anneal":
+            if config.total_steps is None:
+                raise ConfigError(
+                    "strategy='anneal' needs total_steps: its race and its decay are sized "
+                    "from the budget"
+                )
+            first = self._anneal_stage(0, self.available_steps)
+            if first.probes == 0:
+                raise ConfigError(
+                    f"total_steps={config.total_steps} is too small for strategy='anneal': "
+                    f"{self.probes} probes need about {self.probes * 3 * config.min_probe_steps} "
+                    "steps plus the hold"
+                )
+            self.tau0 = self.tau_max = first.tau
+            return
         if config.total_steps is None:
             self.tau0 = config.tau or PAPER_TAU
             self.tau_max = config.tau_max or max(self.tau0, PAPER_TAU_MAX)
@@ -88,16 +109,28 @@ class StagePlan:
 
     @property
     def available_steps(self) -> int:
-        """Steps for stages: the budget less warmup and anneal (only with a budget)."""
-        total = self.config.total_steps
-        if total is None:
+        """Steps for stages: the budget less range test, warmup and anneal (with a budget)."""
+        cfg = self.config
+        if cfg.total_steps is None:
             raise ConfigError("available_steps needs total_steps")
-        return total - self.config.warmup_steps - self.config.anneal_steps
+        return cfg.total_steps - cfg.n_range_steps - cfg.warmup_steps - cfg.anneal_steps
 
     def _tau_probe(self, tau: int) -> int:
         if self.config.tau_probe is not None:
             return min(self.config.tau_probe, tau)
         return max(1, int(round(tau * self.fraction)))
+
+    def _anneal_stage(self, index: int, remaining: int | None) -> StageSpec:
+        """The annealed strategy's plan: one race of ``probes`` candidates, each
+        ``tau_probe`` steps then a cooldown, and the winner held to the decay."""
+        assert remaining is not None and self.config.total_steps is not None
+        total = self.config.total_steps
+        tp = self.config.tau_probe or max(self.config.min_probe_steps, round(0.02 * total))
+        cool = max(2, round(self.config.cooldown_fraction * tp))
+        search = self.probes * (tp + cool)
+        if index > 0 or remaining <= search + tp:
+            return StageSpec(index, max(remaining, 0), 0, 0, max(remaining, 0), final=True)
+        return StageSpec(index, remaining, tp, self.probes, remaining - search, True, cool)
 
     def _minimal_cost(self) -> int:
         probe = self.config.min_probe_steps
@@ -122,6 +155,8 @@ class StagePlan:
             shortened, or (below ``min_probe_steps``) its search dropped so the
             previous LR exploits the rest. The last stage absorbs the remainder.
         """
+        if self.config.strategy == "anneal":
+            return self._anneal_stage(index, remaining)
         spec = self._nominal(index)
         if remaining is None:
             return spec

@@ -40,6 +40,7 @@ __all__ = [
     "PHASE",
     "PHASE_RESUME",
     "PROBE",
+    "RANGE_TEST",
     "RECORD_TYPES",
     "ROLLBACK",
     "RUN_END",
@@ -70,6 +71,8 @@ ROLLBACK = "rollback"
 EXPLOIT_END = "exploit_end"
 PHASE = "phase"
 RUN_END = "run_end"
+
+RANGE_TEST = "range_test"
 
 PHASE_RESUME = "resume"
 """The ``phase`` a resumed run writes (the others are :class:`autolr.Phase` values)."""
@@ -120,6 +123,8 @@ class StageStart:
             for warmup (added within version 1).
         lr_bounds: ``[low, high]`` LRs the stage may probe under ``lr_trust``;
             null: the whole ``[min_lr, max_lr]`` range (added within version 1).
+        cool: steps of each probe's cooldown after its ``tau_probe`` steps, 0 for
+            none (added within version 1).
     """
 
     TYPE: ClassVar[str] = STAGE_START
@@ -130,6 +135,7 @@ class StageStart:
     exploit_steps: int
     recent: list[float] = _added()
     lr_bounds: list[float] | None = _added()
+    cool: int = _added()
 
 
 @dataclass(frozen=True)
@@ -254,6 +260,27 @@ class PhaseChange:
 
 
 @dataclass(frozen=True)
+class RangeTestRecord:
+    """``range_test``: the LR range test at the start, written when it stops
+    (added within version 1).
+
+    Attributes:
+        lrs: LR of each ramp step, linear scale.
+        losses: each ramp step's training loss (null where non-finite).
+        reason: why the ramp stopped.
+        best_lr: the LR at the lowest smoothed loss.
+        lr_range: ``[low, high]``: the search range it set.
+    """
+
+    TYPE: ClassVar[str] = RANGE_TEST
+    lrs: list[float]
+    losses: list[float | None]
+    reason: str
+    best_lr: float
+    lr_range: list[float]
+
+
+@dataclass(frozen=True)
 class RunEnd:
     """``run_end``: the budget is spent.
 
@@ -271,7 +298,17 @@ class RunEnd:
 
 SCHEMA: dict[str, type] = {
     cls.TYPE: cls
-    for cls in (RunStart, StageStart, Probe, Decision, Rollback, ExploitEnd, PhaseChange, RunEnd)
+    for cls in (
+        RunStart,
+        StageStart,
+        Probe,
+        Decision,
+        Rollback,
+        ExploitEnd,
+        PhaseChange,
+        RunEnd,
+        RangeTestRecord,
+    )
 }
 """Each record type's dataclass (its fields, their docs and which were added later)."""
 

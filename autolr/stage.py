@@ -135,6 +135,13 @@ def exploit_guard(stage: StageState, guard_factor: float) -> str | None:
     best = stage.exploit_best
     if best < min(ref / gf, ref - margin) and med - best > 0.9 * (ref - best):
         return "loss fell, then rose back to the stage start loss"
+    if (
+        stage.spec.cool
+        and len(stage.exploit_losses) >= 4 * stage.guard_window
+        and best >= ref - margin
+    ):
+        # The annealed race's no-progress rule: a dead network sits at its start level.
+        return "no progress: the loss never left the stage start level"
     return None
 
 

@@ -15,13 +15,15 @@ search stays within ``lr_trust`` of the last stage's LR.
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any, Protocol
 
 import torch
 
 from autolr.config import AutoLRSConfig
-from autolr.errors import FitError
+from autolr.errors import ConfigError, FitError
 from autolr.forecast import Forecaster, make_forecaster
+from autolr.plan import StageSpec
 from autolr.probing import ProbeRecord
 from autolr.proposer import GPProposer, Proposer
 
@@ -29,9 +31,12 @@ from autolr.proposer import GPProposer, Proposer
 class StageView(Protocol):
     """What a strategy reads of a stage (the controller's ``StageState``)."""
 
+    spec: StageSpec
     probes: list[ProbeRecord]
     rejected: list[float]
     progress: float
+    ref_loss: float | None
+    val0: float | None
 
 
 class Strategy(Protocol):
@@ -49,8 +54,13 @@ class Strategy(Protocol):
         """The next ``q`` LRs to probe, linear scale."""
         ...
 
-    def score(self, probe: ProbeRecord, tau: int) -> None:
-        """Score a finished probe in place (``forecast``, ``fit``; ``diverged`` if unscorable)."""
+    def set_range(self, low: float, high: float) -> None:
+        """The search range, once known (after the range test), linear scale."""
+        ...
+
+    def score(self, probe: ProbeRecord, stage: StageView) -> None:
+        """Score a finished probe in place (``forecast``: its score, lower is better;
+        ``fit``; ``diverged`` if unscorable)."""
         ...
 
     def rank(self, stage: StageView) -> list[ProbeRecord]:
@@ -84,11 +94,18 @@ def default_forecaster(config: AutoLRSConfig) -> Forecaster:
     return make_forecaster(spec)
 
 
-def default_proposer(config: AutoLRSConfig) -> GPProposer:
-    """The GP proposer over ``[min_lr, max_lr]`` with the config's settings."""
+def default_proposer(
+    config: AutoLRSConfig, low: float | None = None, high: float | None = None
+) -> GPProposer:
+    """The GP proposer over ``[low, high]`` (default ``[min_lr, max_lr]``) with the config's
+    settings."""
+    low = config.min_lr if low is None else low
+    high = config.max_lr if high is None else high
+    if low is None or high is None:
+        raise ConfigError("the GP proposer needs a search range: min_lr and max_lr")
     return GPProposer(
-        config.min_lr,
-        config.max_lr,
+        low,
+        high,
         initial=config.initial_probes,
         warm_start=config.warm_start,
         seed=config.seed,
@@ -117,7 +134,17 @@ class ForecastStrategy:
     ) -> None:
         self.cfg = config
         self.forecaster = forecaster if forecaster is not None else default_forecaster(config)
-        self.proposer = proposer if proposer is not None else default_proposer(config)
+        self.low, self.high = config.min_lr, config.max_lr
+        self._own_proposer = proposer is None
+        # Without a full range the default proposer is built once the range test set it.
+        known = proposer is not None or config.needs_range_test
+        self.proposer: Proposer = proposer if known else default_proposer(config)  # type: ignore[assignment]
+
+    def set_range(self, low: float, high: float) -> None:
+        """The range test's range: the default proposer is built over it."""
+        self.low, self.high = low, high
+        if self._own_proposer:
+            self.proposer = default_proposer(self.cfg, low, high)
 
     def begin_stage(
         self, index: int, progress: float, last_lr: float, searched_before: bool
@@ -129,18 +156,18 @@ class ForecastStrategy:
     def _bounds(self, lr: float) -> tuple[float, float] | None:
         """Within ``lr_trust`` of the last stage's LR, clipped to the range (None: whole range)."""
         trust = self.cfg.lr_trust
-        if trust is None:
+        if trust is None or self.low is None or self.high is None:
             return None
-        lo = max(self.cfg.min_lr, lr / trust)
-        hi = min(self.cfg.max_lr, lr * trust)
+        lo = max(self.low, lr / trust)
+        hi = min(self.high, lr * trust)
         return (lo, hi) if lo < hi else None
 
     def propose(self, q: int) -> list[float]:
         return self.proposer.propose(q)
 
-    def score(self, probe: ProbeRecord, tau: int) -> None:
+    def score(self, probe: ProbeRecord, stage: StageView) -> None:
         if not probe.diverged:
-            self._forecast(probe, tau)
+            self._forecast(probe, stage.spec.tau)
         self.proposer.observe(probe.lr, probe.forecast)
 
     def _forecast(self, probe: ProbeRecord, tau: int) -> None:
@@ -178,10 +205,8 @@ class ForecastStrategy:
         self.proposer.mark_diverged(lr)
 
     def decay_lr(self, start_lr: float, done: int, steps: int) -> float:
-        """Linear decay to ``anneal_to`` times the start LR."""
-        frac = max(0.0, (steps - done) / (steps + 1))
-        to = self.cfg.anneal_to
-        return start_lr * (to + (1 - to) * frac)
+        """Decay of the config's shape to ``anneal_to`` times the start LR."""
+        return start_lr * decay_factor(self.cfg.shape, done, steps, self.cfg.anneal_to)
 
     def config(self) -> dict[str, Any]:
         settings = getattr(self.proposer, "config", None)
@@ -191,7 +216,104 @@ class ForecastStrategy:
         """Nothing beyond the proposer's per-stage reset (see :meth:`begin_stage`)."""
 
     def state_dict(self) -> dict[str, Any]:
-        return {"proposer": self.proposer.state_dict()}
+        return {
+            "proposer": self.proposer.state_dict() if self.proposer is not None else None,
+            "range": [self.low, self.high],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.proposer.load_state_dict(state["proposer"])
+        low, high = state.get("range", (self.cfg.min_lr, self.cfg.max_lr))
+        if low is not None and high is not None and (low, high) != (self.low, self.high):
+            self.set_range(float(low), float(high))
+        if state["proposer"] is not None:
+            self.proposer.load_state_dict(state["proposer"])
+
+
+def decay_factor(shape: str, done: int, steps: int, to: float = 0.0) -> float:
+    """LR factor of step ``done`` (from 0) of a ``steps``-step decay, from 1 towards ``to``.
+
+    Shapes: ``linear``, ``1-sqrt`` (``1 - sqrt(progress)``: falls fast at the end)
+    and ``cosine``; ``progress`` runs from ``1 / (steps + 1)`` to
+    ``steps / (steps + 1)``, so neither end is exactly 1 or 0.
+    """
+    left = max(0.0, (steps - done) / (steps + 1))
+    if shape == "linear":
+        f = left
+    elif shape == "1-sqrt":
+        f = 1.0 - math.sqrt(1.0 - left)
+    else:
+        f = 0.5 * (1.0 + math.cos(math.pi * (1.0 - left)))
+    return to + (1 - to) * f
+
+
+class AnnealStrategy(ForecastStrategy):
+    """Decide as tuned schedules do: score each LR by the loss after annealing it.
+
+    One race at the start over a geometric ladder below the range test's top
+    (``high, high / 2, ...``): each probe holds its LR, then cools down linearly
+    to 0 (the controller runs both), and is scored by the objective at the end of
+    the cooldown (the median of its last losses, or the validation loss). A
+    candidate that ends the cooldown no better than the stage start made no
+    progress and is out. The winner (its pre-cooldown state kept) is held until
+    the final decay of ``anneal_fraction`` of the budget, shaped ``decay_shape``.
+    """
+
+    name = "anneal"
+
+    def __init__(
+        self,
+        config: AutoLRSConfig,
+        forecaster: Forecaster | None = None,
+        proposer: Proposer | None = None,
+    ) -> None:
+        super().__init__(config, forecaster, proposer)
+        self.next = 0
+
+    def begin_stage(
+        self, index: int, progress: float, last_lr: float, searched_before: bool
+    ) -> tuple[float, float] | None:
+        self.next = 0
+        return None
+
+    def propose(self, q: int) -> list[float]:
+        if self.high is None or self.low is None:
+            raise ConfigError("the annealed race needs its range (the range test sets it)")
+        out = [max(self.low, self.high / 2.0**j) for j in range(self.next, self.next + q)]
+        self.next += q
+        return out
+
+    def score(self, probe: ProbeRecord, stage: StageView) -> None:
+        if probe.diverged:
+            return
+        tail = [v for v in probe.losses[-max(3, stage.spec.cool // 3) :] if v is not None]
+        if not tail:
+            probe.diverged, probe.reason = True, "no finite loss after the cooldown"
+            return
+        value = tail[-1] if self.cfg.objective == "val_loss" else statistics.median(tail)
+        start = stage.val0 if stage.val0 is not None else stage.ref_loss
+        if start is None and probe.train_losses and probe.train_losses[0] is not None:
+            start = probe.train_losses[0]
+        if start is not None and value >= start:
+            probe.diverged, probe.reason = True, "no progress: back at the start level"
+            return
+        probe.forecast = value
+
+    def reject(self, lr: float) -> None:
+        """Nothing to tell: the race's ladder is fixed."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"proposer": None, "range": [self.low, self.high], "next": self.next}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        low, high = state.get("range", (None, None))
+        if low is not None and high is not None:
+            self.low, self.high = float(low), float(high)
+        self.next = int(state.get("next", 0))
+
+
+def make_strategy(
+    config: AutoLRSConfig, forecaster: Forecaster | None = None, proposer: Proposer | None = None
+) -> ForecastStrategy:
+    """The strategy the config names."""
+    cls = AnnealStrategy if config.strategy == "anneal" else ForecastStrategy
+    return cls(config, forecaster=forecaster, proposer=proposer)

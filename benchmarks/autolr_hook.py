@@ -66,6 +66,12 @@ VARIANTS: dict[str, AutoLRVariant] = {
                 "lr_trust": None,
             },
         ),
+        AutoLRVariant(
+            "autolr-anneal",
+            "autolr (strategy='anneal')",
+            # Range test, a race scored after a cooldown, the winner held, a long decay.
+            settings={"strategy": "anneal"},
+        ),
     )
 }
 

@@ -1,0 +1,119 @@
+"""The LR range test: an exponential LR ramp that finds where the loss falls and where it fails.
+
+Run from a snapshot at the start of training (the controller restores it after;
+its steps count in the budget). The LR grows from :data:`LOW` to :data:`HIGH`
+over ``steps`` steps. The ramp stops at a non-finite loss, at a blow-up (the
+smoothed loss above ``BLOWUP`` times its start), and at "no progress": the
+smoothed loss has given back ``GIVEBACK`` of the gain it had made. On a network
+sitting on its initial plateau a too-large LR does not explode, it drifts back
+to the plateau level: the last rule is the one that sees it.
+
+``best_lr`` is the ramp's LR at the lowest smoothed loss (a centred moving
+average). When the loss never fell clearly below its start, it is a tenth of
+the LR where the ramp stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+LOW, HIGH = 1e-6, 10.0
+WARM = 8  # first steps (the LR still tiny): they give the start level and the noise
+BLOWUP = 1.5
+GIVEBACK = 0.75
+EMA = 0.2  # weight of each new loss in the smoothed loss the stop rules watch
+
+
+@dataclass
+class RangeTest:
+    """The ramp's state (plain data).
+
+    Attributes:
+        steps: the ramp's length.
+        lrs: LR of each step taken, linear scale.
+        losses: each step's loss (None where non-finite).
+        ema: the smoothed loss; start: its level at the start; low: its lowest.
+    """
+
+    steps: int
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float | None] = field(default_factory=list)
+    ema: float | None = None
+    start: float | None = None
+    low: float | None = None
+    noise: float = 0.0
+
+    def lr(self, i: int) -> float:
+        """LR of step ``i`` (from 0) of the ramp."""
+        ratio = (HIGH / LOW) ** (1.0 / max(self.steps - 1, 1))
+        return LOW * ratio ** min(i, self.steps - 1)
+
+    def add(self, lr: float, value: float) -> str | None:
+        """Record one step; the reason the ramp stops, or None to go on."""
+        self.lrs.append(lr)
+        if not math.isfinite(value):
+            self.losses.append(None)
+            return "non-finite loss"
+        self.losses.append(value)
+        n = len(self.losses)
+        if n == WARM:
+            finite = [v for v in self.losses if v is not None]
+            self.start = self.ema = self.low = statistics.fmean(finite)
+            self.noise = statistics.pstdev(finite)
+        elif n > WARM:
+            assert self.ema is not None and self.start is not None and self.low is not None
+            self.ema = (1 - EMA) * self.ema + EMA * value
+            self.low = min(self.low, self.ema)
+            if self.ema > max(BLOWUP * self.start, self.start + 3 * self.noise):
+                return f"loss above {BLOWUP:g}x its start"
+            gain = self.start - self.low
+            # Only a clear gain (beyond the start's noise) can be given back.
+            if gain > 2 * self.noise and self.ema - self.low > GIVEBACK * gain:
+                return "no progress: the loss gave back its gain"
+        if n >= self.steps:
+            return "end of the ramp"
+        return None
+
+    @property
+    def best_lr(self) -> float:
+        """The LR at the lowest smoothed loss (a tenth of the stop LR without a clear drop)."""
+        finite = [(lr, v) for lr, v in zip(self.lrs, self.losses) if v is not None]
+        if len(finite) <= WARM:
+            return self.lrs[0] if self.lrs else LOW
+        values = [v for _, v in finite]
+        half = 2
+        smooth = [
+            statistics.fmean(values[max(0, i - half) : i + half + 1]) for i in range(len(values))
+        ]
+        i = min(range(WARM, len(smooth)), key=lambda j: smooth[j])
+        start = statistics.fmean(values[:WARM])
+        noise = statistics.pstdev(values[:WARM])
+        if smooth[i] >= start - noise:
+            return self.lrs[-1] / 10
+        return finite[i][0]
+
+    def search_range(self, config: Any) -> tuple[float, float]:
+        """The search range this ramp suggests, narrowed to the range given, if any.
+
+        The annealed strategy races ``probes`` LRs halving down from ``best_lr``;
+        the forecast strategy searches ``[best_lr / 30, 3 * best_lr]``.
+        """
+        best = self.best_lr
+        if config.strategy == "anneal":
+            low, high = best / 2.0 ** max(config.n_probes - 1, 1), best
+        else:
+            low, high = best / 30.0, 3.0 * best
+        given_low = config.min_lr if config.min_lr is not None else 0.0
+        given_high = config.max_lr if config.max_lr is not None else math.inf
+        low, high = max(low, given_low), min(high, given_high)
+        if not low < high:
+            # The test disagrees with the range given: keep what was given.
+            low = given_low if config.min_lr is not None else given_high / 100
+            high = given_high if config.max_lr is not None else given_low * 100
+        return low, high
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
