@@ -559,9 +559,12 @@ class _Reader:
             if not isinstance(cfg, dict):
                 raise LogFormatError(f"{where}: field 'config' must be an object")
             for name in ("min_lr", "max_lr"):
-                if not _finite_number(cfg.get(name)) or cfg[name] <= 0:
+                # null: no range given (the run's range test set it).
+                if cfg.get(name) is not None and (
+                    not _finite_number(cfg.get(name)) or cfg[name] <= 0
+                ):
                     raise LogFormatError(
-                        f"{where}: field 'config.{name}' must be a positive number, "
+                        f"{where}: field 'config.{name}' must be a positive number or null, "
                         f"got {cfg.get(name)!r}"
                     )
             lrs = rec["initial_lrs"]

@@ -24,6 +24,7 @@ from autolr.forecast import Forecaster, make_forecaster
 from autolr.offline.logs import LoggedRun, LoggedStage, warn_log
 from autolr.probing import ProbeOutcome, ProbeRequest
 from autolr.proposer import GPProposer
+from autolr.runlog import RANGE_TEST
 from autolr.snapshot import Snapshot, capture
 from autolr.strategy import default_proposer
 
@@ -132,7 +133,9 @@ def build_proposer(run: LoggedRun, kwargs: Mapping[str, Any]) -> GPProposer:
         options.pop("min_lr", None), options.pop("max_lr", None), options.pop("total_steps", None),
         options,
     )  # fmt: skip
-    proposer = default_proposer(config)
+    tests = run.of_type(RANGE_TEST)  # the range the run's range test set
+    low, high = tests[0]["lr_range"] if tests else (None, None)
+    proposer = default_proposer(config, low, high)
     logged = (run.start.get("strategy") or {}).get("proposer") or {}
     proposer.acquisition = str(logged.get("acquisition", run.config.get("acquisition", "ei")))
     proposer.beta = float(logged.get("beta", run.config.get("ucb_beta", 2.0)))

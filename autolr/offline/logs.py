@@ -21,6 +21,7 @@ from autolr.runlog import (
     PHASE,
     PHASE_RESUME,
     PROBE,
+    RANGE_TEST,
     ROLLBACK,
     RUN_END,
     RUN_START,
@@ -227,7 +228,7 @@ def _assemble(
                 f"{where}: the run was resumed from a checkpoint here; replay reads "
                 "uninterrupted runs only"
             )
-        if type_ in (PHASE, RUN_END):
+        if type_ in (PHASE, RUN_END, RANGE_TEST):
             continue
         if type_ == STAGE_START:
             expected = stages[-1].index + 1 if stages else 0

@@ -40,7 +40,7 @@ from autolr.offline.harness import (
     quiet,
 )
 from autolr.offline.logs import LoggedRun, LoggedStage, load_run, warn_log
-from autolr.runlog import DECISION, PROBE, ROLLBACK, RUN_START
+from autolr.runlog import DECISION, PROBE, RANGE_TEST, ROLLBACK, RUN_START
 
 __all__ = ["Mismatch", "ReplayResult", "replay_run"]
 
@@ -250,10 +250,16 @@ def _drive(run: LoggedRun, tuner: AutoLRS, fed: list[tuple[int, float, str, floa
     }
     finished_log = run.run_end is not None
     end_step = run.last_step
+    ramp = run.of_type(RANGE_TEST)
+    ramp_losses: deque[float | None] = deque(ramp[0]["losses"] if ramp else [])
     while not tuner.finished:
         phase = tuner.phase
         if phase in (Phase.WARMUP, Phase.ANNEAL) and tuner.global_step + 1 in nan_steps:
             value = math.nan
+        elif phase is Phase.RANGE:
+            if not ramp_losses:
+                return "the log ends during the range test"
+            value = nan_if_none(ramp_losses.popleft())
         elif phase is Phase.WARMUP:
             if not warm:
                 return "the log ends during the warmup"

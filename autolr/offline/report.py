@@ -36,7 +36,7 @@ from autolr.offline.harness import build_forecaster
 from autolr.offline.logs import LoggedRun, load_run
 from autolr.offline.replay import ReplayResult, replay_run
 from autolr.proposer import GPProposer
-from autolr.runlog import EXPLOIT_END, PHASE, PROBE, ROLLBACK
+from autolr.runlog import EXPLOIT_END, PHASE, PROBE, RANGE_TEST, ROLLBACK
 
 __all__ = [
     "ReportFiles",
@@ -58,6 +58,15 @@ _COLORS = {
     "rolled_back": "#e05d5d",
     "anneal": "#8bc34a",
 }
+
+
+def search_range(run: LoggedRun) -> tuple[float, float]:
+    """The run's search range: the one its range test set, else the one given."""
+    tests = run.of_type(RANGE_TEST)
+    if tests:
+        low, high = tests[0]["lr_range"]
+        return float(low), float(high)
+    return float(run.config["min_lr"]), float(run.config["max_lr"])
 
 
 def _as_run(run: LoggedRun | str | Path) -> LoggedRun:
@@ -216,9 +225,10 @@ def gp_posterior(
         raise AutoLRError(f"{run.path}: no stage {stage} in the log")
     cfg = run.config
     total = cfg.get("total_steps")
+    low, high = search_range(run)
     prop = GPProposer(
-        float(cfg["min_lr"]),
-        float(cfg["max_lr"]),
+        low,
+        high,
         acquisition=str(cfg.get("acquisition", "ei")),
         beta=float(cfg.get("ucb_beta", 2.0)),
         initial=int(cfg.get("initial_probes", 3)),
@@ -239,9 +249,7 @@ def gp_posterior(
     finite = [p for p in st.probes if not p["diverged"] and p["forecast"] is not None]
     if not finite:
         return None
-    lrs = torch.logspace(
-        math.log10(float(cfg["min_lr"])), math.log10(float(cfg["max_lr"])), points
-    ).double()
+    lrs = torch.logspace(math.log10(low), math.log10(high), points).double()
     try:
         mean, std = prop.posterior(lrs)
     except (FitError, RuntimeError, ValueError) as exc:

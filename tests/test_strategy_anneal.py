@@ -1,0 +1,166 @@
+"""The annealed strategy and the LR range test: no range needed, never a dead network."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from autolr import AutoLRS, Phase
+from autolr.offline.replay import replay_run
+from autolr.rangetest import RangeTest
+from autolr.strategy import decay_factor
+from tests.conftest import make_model, train_step
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _run(task, steps=1000, tuner_kw=None, stop=None):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tuner = AutoLRS(model, opt, total_steps=steps, **(tuner_kw or {}))
+    for batch in task.stream():
+        tuner.step(train_step(model, opt, batch))
+        if tuner.finished or (stop is not None and stop(tuner)):
+            break
+    return model, opt, tuner
+
+
+def test_no_range_needed_the_range_test_sets_it_and_restores_the_start(task):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    start = _weights(model)
+    tuner = AutoLRS(model, opt, total_steps=800)
+    assert tuner.phase is Phase.RANGE and tuner.search_range is None
+    lrs = []
+    stream = task.stream()
+    while tuner.phase is Phase.RANGE:
+        lrs.append(opt.param_groups[0]["lr"])
+        tuner.step(train_step(model, opt, next(stream)))
+    # The ramp grows geometrically, its steps count, and the model is back at the start.
+    assert all(b > a for a, b in zip(lrs, lrs[1:]))
+    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
+    (rec,) = tuner.log.of_type("range_test")
+    assert tuner.search_steps == tuner.global_step == len(rec["losses"]) == len(lrs)
+    low, high = tuner.search_range
+    assert rec["lr_range"] == [low, high] and low < high
+    # The forecast strategy searches around the LR at the lowest loss.
+    assert low == pytest.approx(rec["best_lr"] / 30) and high == pytest.approx(3 * rec["best_lr"])
+    assert tuner.strategy.proposer.to_lr(1.0) == pytest.approx(high)
+
+
+def test_a_given_range_is_narrowed_by_the_range_test(task):
+    _, _, tuner = _run(task, 800, {"min_lr": 1e-3, "max_lr": 0.05, "strategy": "anneal"})
+    rec = tuner.log.of_type("range_test")[0]
+    low, high = tuner.search_range
+    assert 1e-3 <= low < high <= 0.05
+    assert high == min(0.05, rec["best_lr"])
+
+
+def test_range_test_stops_when_a_plateau_gives_back_its_gain():
+    test = RangeTest(steps=200)
+    losses = [2.30] * 8 + [2.2, 2.0, 1.8, 1.7, 1.7, 1.9, 2.1, 2.25] + [2.3] * 30
+    reasons = [test.add(test.lr(i), v) for i, v in enumerate(losses)]
+    stopped = next(i for i, r in enumerate(reasons) if r is not None)
+    # Back at the plateau level, nothing blew up: the no-progress rule sees it.
+    assert reasons[stopped].startswith("no progress") and stopped < len(losses) - 1
+    assert test.lrs[8] <= test.best_lr <= test.lrs[12]
+
+
+def test_range_test_without_a_clear_drop_takes_a_tenth_of_the_stop_lr():
+    test = RangeTest(steps=30)
+    for i in range(30):
+        if test.add(test.lr(i), 2.30 + 0.01 * (i % 2)) is not None:
+            break
+    assert test.best_lr == pytest.approx(test.lrs[-1] / 10)
+
+
+@pytest.mark.parametrize("shape", ["linear", "1-sqrt", "cosine"])
+def test_decay_shapes_fall_from_one_towards_the_target(shape):
+    f = [decay_factor(shape, j, 50) for j in range(50)]
+    assert all(b < a for a, b in zip(f, f[1:]))
+    assert 0.8 < f[0] < 1.0 and 0.0 < f[-1] < 0.1
+    assert decay_factor(shape, 49, 50, to=0.5) > 0.5
+
+
+def test_anneal_probes_cool_down_and_the_exploit_keeps_the_pre_cooldown_state(task):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tuner = AutoLRS(model, opt, total_steps=1000, strategy="anneal")
+    stream = task.stream()
+    probe_lrs: dict[int, list[float]] = {}
+    held: dict[int, dict] = {}
+    while tuner.phase is not Phase.EXPLOIT:
+        if tuner.phase is Phase.PROBE:
+            i = len(tuner.stage.probes)
+            probe_lrs.setdefault(i, []).append(opt.param_groups[0]["lr"])
+            if tuner.probe.steps == tuner.stage.spec.tau_probe:
+                held[i] = _weights(model)
+        tuner.step(train_step(model, opt, next(stream)))
+    spec = tuner.stage.spec
+    assert spec.cool > 0 and len(probe_lrs) == spec.probes
+    for lrs in probe_lrs.values():
+        hold, cool = lrs[: spec.tau_probe], lrs[spec.tau_probe :]
+        assert len(set(hold)) == 1 and len(cool) == spec.cool
+        assert all(b < a for a, b in zip(cool, cool[1:])) and cool[-1] < 0.1 * hold[0]
+    ladder = [p.lr for p in tuner.stage.probes]
+    assert all(b == pytest.approx(a / 2) for a, b in zip(ladder, ladder[1:]))
+    (decision,) = tuner.log.of_type("decision")
+    if decision["from_probe"]:
+        winner = ladder.index(decision["lr"])
+        assert all(torch.equal(v, held[winner][k]) for k, v in model.state_dict().items())
+    assert opt.param_groups[0]["lr"] == decision["lr"]
+
+
+def test_anneal_run_holds_then_decays_and_replays_exactly(task, tmp_path):
+    path = tmp_path / "anneal.jsonl"
+    _, opt, tuner = _run(task, 1000, {"strategy": "anneal", "log_path": path})
+    assert tuner.finished and len(tuner.log.of_type("stage_start")) == 1
+    anneal_start = 1000 - tuner.config.anneal_steps
+    lrs = list(tuner.trace_lr)
+    assert tuner.config.anneal_steps == 500 and tuner.config.shape == "1-sqrt"
+    assert all(b <= a for a, b in zip(lrs[anneal_start:], lrs[anneal_start + 1 :]))
+    assert lrs[-1] < 0.2 * lrs[anneal_start]
+    result = replay_run(path)
+    assert result.matches, [m.describe() for m in result.mismatches]
+
+
+def test_a_dead_network_is_rolled_back_by_the_no_progress_guard(task):
+    stream = task.stream()
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tuner = AutoLRS(model, opt, total_steps=1200, strategy="anneal", min_lr=1e-3, max_lr=1.0)
+    while tuner.phase is not Phase.EXPLOIT:
+        tuner.step(train_step(model, opt, next(stream)))
+    ref = tuner.stage.ref_loss
+    # The exploit sits at its start level, as a killed network does.
+    while not tuner.log.of_type("rollback") and not tuner.finished:
+        train_step(model, opt, next(stream))
+        tuner.step(ref)
+    (rb,) = tuner.log.of_type("rollback")
+    assert rb["reason"].startswith("no progress")
+
+
+def test_resume_mid_range_test_continues_it_exactly(task):
+    _, _, full = _run(task, 600, {"strategy": "anneal"})
+    model, opt, half = _run(task, 600, {"strategy": "anneal"}, stop=lambda t: t.global_step == 15)
+    assert half.phase is Phase.RANGE
+    state = half.state_dict()
+    model2 = make_model()
+    model2.load_state_dict(model.state_dict())
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.05)
+    opt2.load_state_dict(opt.state_dict())
+    resumed = AutoLRS(model2, opt2, total_steps=600, strategy="anneal")
+    resumed.load_state_dict(state)
+    for batch in task.stream(15):
+        resumed.step(train_step(model2, opt2, batch))
+        if resumed.finished:
+            break
+    assert (
+        resumed.log.of_type("range_test")[0]["lr_range"]
+        == full.log.of_type("range_test")[0]["lr_range"]
+    )
+    assert math.isclose(resumed.lr, full.lr)
