@@ -72,6 +72,12 @@ VARIANTS: dict[str, AutoLRVariant] = {
             # Range test, a race scored after a cooldown, the winner held, a long decay.
             settings={"strategy": "anneal"},
         ),
+        AutoLRVariant(
+            "autolr-anneal-val",
+            "autolr (strategy='anneal', validation objective)",
+            settings={"strategy": "anneal"},
+            val_objective=True,
+        ),
     )
 }
 
