@@ -88,7 +88,7 @@ def _add_forecast_eval(sub: Any) -> None:
     p.add_argument(
         "--format",
         default="auto",
-        choices=["auto", "tensorboard", "lightning", "hf", "csv", "jsonl"],
+        choices=["auto", "tensorboard", "lightning", "hf", "csv", "jsonl", "autolr"],
     )
     p.add_argument("--name", help="loss tag/column/key (default: guessed)")
     p.add_argument("--lr-name", help="LR tag/column/key (default: guessed)")

@@ -506,6 +506,17 @@ def _fmt(v: Any, spec: str = ".4g") -> str:
     return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
 
 
+def _resumed_note(run: LoggedRun) -> str:
+    steps = [r["step"] for r in run.resumes]
+    if not steps:
+        return ""
+    return (
+        f" Resumed from a checkpoint at step(s) {', '.join(map(str, steps))}: one run "
+        f"across {len(steps) + 1} segments ({len(run.abandoned)} record(s) of work "
+        "redone after a resume are left out)."
+    )
+
+
 def _img(data: bytes, alt: str) -> str:
     b64 = base64.b64encode(data).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
@@ -579,7 +590,7 @@ img {{ max-width: 100%; }}
 <p>{html.escape(settings)}</p>
 <p>{total} steps, {search} of them probing ({100 * search / max(total, 1):.0f}%),
 {len(run.stages)} stages, {len(probes)} probes, {len(run.of_type(ROLLBACK))} rollbacks.
-Check: {html.escape(check)}.</p>
+Check: {html.escape(check)}.{html.escape(_resumed_note(run))}</p>
 {f"<ul>{notes}</ul>" if notes else ""}
 <h2>Stages</h2>
 <table><tr>{head}</tr>
