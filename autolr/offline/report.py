@@ -649,12 +649,18 @@ def _draw_stage(
         if kept:
             low = min(float(v.min()) for v in kept)
             high = max(float(v.max()) for v in kept)
+            # The forecasts at tau too (the x marks), unless far off the series.
+            span = high - low or abs(high) or 1.0
+            for c in curves:
+                f = c["forecast"]
+                if not c["diverged"] and f is not None and low - 2 * span <= f <= high + span:
+                    low, high = min(low, f), max(high, f)
             pad = 0.1 * (high - low) or 0.1 * abs(high) or 1.0
             ax_curves.set_ylim(low - pad, high + 3 * pad)
     ax_curves.set_title(f"stage {stage}: probes and their forecasts (x: forecast at tau)")
     ax_curves.set_xlabel("probe step")
     ax_curves.set_ylabel("objective")
-    ax_curves.legend(fontsize=8, loc="upper right")
+    ax_curves.legend(fontsize=8, loc="upper right", markerscale=3)
     if gp is None:
         ax_gp.text(0.5, 0.5, "no GP: no finite forecast", ha="center", transform=ax_gp.transAxes)
     else:
