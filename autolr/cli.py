@@ -148,9 +148,7 @@ def _add_simulate(sub: Any) -> None:
         "simulate", help="run autolr on the noisy quadratic model and score it exactly"
     )
     p.add_argument("--steps", type=int, default=400, help="step budget, probes included")
-    p.add_argument(
-        "--dim", type=int, default=50, help="coordinates of the problem (curvature 1/i)"
-    )
+    p.add_argument("--dim", type=int, default=50, help="coordinates of the problem (curvature 1/i)")
     p.add_argument(
         "--batch-size", type=int, default=8, help="minibatch size (gradient noise variance c/B)"
     )
