@@ -199,3 +199,27 @@ def test_a_log_that_begins_at_a_resume_names_the_missing_part(tmp_path: Path) ->
     with pytest.raises(LogFormatError, match="begins at a resume from step 100"):
         load_run(path)
     assert main(["replay", str(path)]) == 2
+
+
+def test_a_run_resumed_twice(tmp_path: Path) -> None:
+    path = tmp_path / "twice.jsonl"
+    model, opt = _parts()
+    tuner = AutoLRS(model, opt, log_path=path, **OPTIONS)
+    ckpt = _train(tuner, model, opt, stop=120, save=85)
+    start = 85
+    for save, kill in ((200, 230), (None, None)):
+        assert ckpt is not None
+        model, opt = _parts(99)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        tuner = AutoLRS(model, opt, log_path=path, **OPTIONS)
+        tuner.load_state_dict(ckpt["tuner"])
+        ckpt = _train(tuner, model, opt, start=start, stop=kill, save=save)
+        start = save or 0
+    assert tuner.finished
+    run = load_run(path)
+    assert [r["step"] for r in run.resumes] == [85, 200]
+    full = load_run(full_log(tmp_path / "full.jsonl"))
+    assert _plain(run.records)[1:] == _plain(full.records)[1:]
+    result = replay_run(run)
+    assert result.matches and result.compared == len(run.records) - 3
