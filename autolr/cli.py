@@ -15,6 +15,21 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+DESCRIPTION = (
+    "autolr: tune the learning rate of a PyTorch run while it trains (AutoLRS), "
+    "and read, replay and report its run logs."
+)
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show (None, flags)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or isinstance(action.default, bool) or "%(default)" in text:
+            return text
+        return super()._get_help_string(action) or text
+
 
 def _ints(text: str) -> list[int]:
     try:
@@ -48,8 +63,10 @@ def _bool_flag(parser: argparse.ArgumentParser, name: str, help_: str) -> None:
 
 def _add_demo(sub: Any) -> None:
     p = sub.add_parser("demo", help="train an MLP on scikit-learn's digits with autolr")
-    p.add_argument("--steps", type=int, default=3000, help="training steps per run (3000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=3000, help="training steps per run")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the data split, the models and autolr"
+    )
     p.add_argument("--out", default="autolr_runs/demo", help="output folder")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.set_defaults(handler="autolr.demo:demo_command")
@@ -83,20 +100,31 @@ def _add_forecast_eval(sub: Any) -> None:
     p.add_argument(
         "log",
         help="TensorBoard events, Lightning metrics.csv, HF trainer_state.json, "
-        "or a CSV/JSONL with step, loss[, lr]",
+        "a CSV/JSONL with step, loss[, lr], or an autolr run log",
     )
     p.add_argument(
         "--format",
         default="auto",
-        choices=["auto", "tensorboard", "lightning", "hf", "csv", "jsonl"],
+        choices=["auto", "tensorboard", "lightning", "hf", "csv", "jsonl", "autolr"],
+        help="format of the log ('auto': guessed from the name and the first line; "
+        "'autolr': an autolr run log, read as the kept model's training curve)",
     )
     p.add_argument("--name", help="loss tag/column/key (default: guessed)")
     p.add_argument("--lr-name", help="LR tag/column/key (default: guessed)")
     p.add_argument("--tau", type=_ints, help="horizons in steps, e.g. 200,500")
     p.add_argument("--tau-probe", type=_ints, help="probe lengths in steps, e.g. 10,20,50")
     p.add_argument("--target-tau", type=int, help="horizon of the main recommendation")
-    p.add_argument("--forecasters", default="exponential,power_law")
-    p.add_argument("--max-windows", type=int, default=48)
+    p.add_argument(
+        "--forecasters",
+        default="exponential,power_law",
+        help="forecasters to compare, separated by commas",
+    )
+    p.add_argument(
+        "--max-windows",
+        type=int,
+        default=48,
+        help="most windows tested per (tau_probe, tau), spread evenly over the log",
+    )
     p.add_argument(
         "--max-lr-change",
         type=_fraction_or_none,
@@ -120,13 +148,17 @@ def _add_simulate(sub: Any) -> None:
         "simulate", help="run autolr on the noisy quadratic model and score it exactly"
     )
     p.add_argument("--steps", type=int, default=400, help="step budget, probes included")
-    p.add_argument("--dim", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--forecaster", default="exponential")
-    p.add_argument("--probes", type=int)
-    p.add_argument("--warmup-steps", type=int, default=0)
-    p.add_argument("--out", help="run log to write")
+    p.add_argument("--dim", type=int, default=50, help="coordinates of the problem (curvature 1/i)")
+    p.add_argument(
+        "--batch-size", type=int, default=8, help="minibatch size (gradient noise variance c/B)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the gradient noise and the controller"
+    )
+    p.add_argument("--forecaster", default="exponential", help="autolr's forecaster")
+    p.add_argument("--probes", type=int, help="probes per stage (default: autolr's plan)")
+    p.add_argument("--warmup-steps", type=int, default=0, help="autolr's warmup_steps")
+    p.add_argument("--out", help="run log to write (default: none)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler="autolr.offline.commands:cmd_simulate")
 
@@ -135,11 +167,20 @@ COMMANDS = [_add_demo, _add_replay, _add_forecast_eval, _add_report, _add_simula
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autolr", description=__doc__.splitlines()[0])
+    from autolr import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="autolr", description=DESCRIPTION, formatter_class=_Formatter
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"autolr {__version__}", help="print the version"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log autolr's decisions")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in COMMANDS:
         add(sub)
+    for command in sub.choices.values():
+        command.formatter_class = _Formatter
     return parser
 
 

@@ -10,6 +10,16 @@ This module is the run log's schema, its writer and its one reader:
   back, strictly (any flaw raises) or leniently (the flaws a killed run or an
   older autolr leaves are skipped or repaired with a :class:`LogWarning`).
 
+A resumed run appends to its log: the new controller's construction writes its
+own ``run_start`` (and its stage-0 ``stage_start`` or warmup ``phase``), then
+``load_state_dict`` writes a ``phase`` record with phase :data:`PHASE_RESUME` at
+the checkpoint's step ``N``. One log so holds a run's *segments*; the reader
+tells them apart (:class:`Segments`, :meth:`LogRecords.logical`): the records a
+resumed construction wrote before its resume record are not part of the run,
+and the earlier records at steps after ``N`` are work that was redone
+(*abandoned*). What remains, resume records included, is the *logical run*: the
+records one uninterrupted run would have written, plus where it resumed.
+
 Every record has ``type``, ``schema_version``, ``step`` (the controller's global
 step when written; probe steps count) and ``time`` (Unix time of the write).
 Non-finite numbers are written as ``null``.
@@ -50,6 +60,7 @@ __all__ = [
     "STAGE_START",
     "LogRecords",
     "RunLog",
+    "Segments",
     "clean",
     "fields_of",
     "of_type",
@@ -437,18 +448,68 @@ def of_type(records: list[dict[str, Any]], type_: str) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- reading
 
 
+class Segments(NamedTuple):
+    """How the records of a log make one run across its resumes (see the module doc).
+
+    Every field holds indices into :attr:`LogRecords.records`, in order; each
+    record is in exactly one of ``kept``, ``abandoned`` and ``fresh``.
+
+    Attributes:
+        kept: the logical run: the records one uninterrupted run would have
+            written, and the resume records.
+        abandoned: records of work redone after a resume: those at steps after
+            the step the run was resumed from.
+        fresh: records a resumed controller's construction wrote before its
+            resume record (its ``run_start``, its stage-0 ``stage_start`` or
+            warmup ``phase``), and, when the log begins at a resume, the first
+            construction's records other than its ``run_start``.
+        resumes: the resume records (a subset of ``kept``).
+        begins_at: 0, or the step the log begins at when its first controller
+            was loaded from a checkpoint whose earlier records are in another log.
+    """
+
+    kept: list[int]
+    abandoned: list[int]
+    fresh: list[int]
+    resumes: list[int]
+    begins_at: int = 0
+
+
 class LogRecords(NamedTuple):
     """What :func:`read_records` read.
 
     Attributes:
-        records: the records, in order (lenient: the skipped ones left out).
+        records: the records as written, in order (lenient: the skipped ones left out).
         lines: the 1-based line number of each record.
         warnings: the flaws skipped or repaired (lenient mode; empty when strict).
+        segments: how the records make one run across resumes.
     """
 
     records: list[dict[str, Any]]
     lines: list[int]
     warnings: list[str]
+    segments: Segments
+
+    def logical(self) -> LogRecords:
+        """The logical run alone: records, lines and segments of ``segments.kept``."""
+        kept = self.segments.kept
+        where = {k: n for n, k in enumerate(kept)}
+        return LogRecords(
+            [self.records[k] for k in kept],
+            [self.lines[k] for k in kept],
+            self.warnings,
+            Segments(
+                list(range(len(kept))),
+                [],
+                [],
+                [where[k] for k in self.segments.resumes],
+                self.segments.begins_at,
+            ),
+        )
+
+    def abandoned(self) -> list[dict[str, Any]]:
+        """The records of work redone after a resume, in order."""
+        return [self.records[k] for k in self.segments.abandoned]
 
 
 # Fields that hold loss series: a non-finite number there is read as null (lenient).
@@ -503,7 +564,57 @@ class _Reader:
             lines.append(i + 1)
         if not records:
             raise LogFormatError(f"{p}: no records (an empty run log)")
-        return LogRecords(records, lines, self.found)
+        return LogRecords(records, lines, self.found, self.segments(records, lines))
+
+    def segments(self, records: list[dict[str, Any]], lines: list[int]) -> Segments:
+        """Tell a run's segments apart: see :class:`Segments`."""
+        kept: list[int] = []
+        abandoned: list[int] = []
+        fresh: list[int] = []
+        resumes: list[int] = []
+        begins_at = 0
+        pending: list[int] | None = None  # a later run_start and its construction's records
+        for i, rec in enumerate(records):
+            type_ = rec["type"]
+            if type_ == RUN_START and i > 0:
+                if pending is not None:
+                    raise self.two_runs(lines[pending[0]], lines[i])
+                pending = [i]
+            elif type_ == PHASE and rec.get("phase") == PHASE_RESUME:
+                n = rec["step"]
+                if pending is None and n > 0 and all(records[k]["step"] == 0 for k in kept):
+                    # Loaded right after construction, into a log of its own.
+                    fresh.extend(kept[1:])
+                    kept = kept[:1]
+                    begins_at = n
+                abandoned.extend(k for k in kept if records[k]["step"] > n)
+                kept = [k for k in kept if records[k]["step"] <= n]
+                if pending is not None:
+                    fresh.extend(pending)
+                    pending = None
+                kept.append(i)
+                resumes.append(i)
+            elif pending is not None:
+                if rec["step"] > 0:
+                    raise self.two_runs(lines[pending[0]], lines[i])
+                pending.append(i)
+            else:
+                kept.append(i)
+        if pending is not None:
+            self.flaw(
+                f"{self.path}, line {lines[pending[0]]}: a second run_start at the end with no "
+                "resume record after it (a resumed run stopped before it loaded its checkpoint)",
+                f"skipped ({len(pending)} record(s))",
+            )
+            fresh.extend(pending)
+        return Segments(kept, sorted(abandoned), sorted(fresh), resumes, begins_at)
+
+    def two_runs(self, first: int, line: int) -> LogFormatError:
+        return LogFormatError(
+            f"{self.path}, line {first}: a second run_start not followed by a "
+            f"'{PHASE_RESUME}' phase record (line {line} goes on at a later step): the file "
+            "holds more than one run; split it into one file per run"
+        )
 
     def check(self, rec: dict[str, Any], where: str) -> dict[str, Any] | None:
         if "type" not in rec:
@@ -610,17 +721,24 @@ def read_records(path: str | Path, *, strict: bool = True) -> LogRecords:
             :class:`~autolr.errors.LogWarning` a truncated last line and records
             of an unknown type, reading a non-finite number in a loss series as
             null, and accepting records without the fields added within version 1
-            (or with fields a newer autolr added).
+            (or with fields a newer autolr added), and a ``run_start`` a resumed
+            run wrote at the end before it loaded its checkpoint.
+
+    Returns:
+        The records as written and their :class:`Segments`; a resumed run's log
+        holds several, :meth:`LogRecords.logical` is the run they make.
 
     Raises:
         LogFormatError: the file is missing or empty, a line other than the last
             is not JSON, a record has an unknown ``schema_version``, lacks a field
-            or holds a wrong value (or, strict, any flaw). The message names the
-            file, the line and the field.
+            or holds a wrong value, a second ``run_start`` is not followed by a
+            resume record (two runs in one file) (or, strict, any flaw). The
+            message names the file, the line and the field.
     """
     return _Reader(Path(path), strict).read()
 
 
 def read_run_log(path: str | Path, *, strict: bool = True) -> list[dict[str, Any]]:
-    """The records of a run log, in order (see :func:`read_records`)."""
+    """The records of a run log as written, in order (see :func:`read_records`; a
+    resumed run's logical records: ``read_records(path).logical().records``)."""
     return read_records(path, strict=strict).records

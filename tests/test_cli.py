@@ -1,12 +1,14 @@
-"""The CLI demo runs end to end at a small budget and shows what autolr chose."""
+"""The CLI: the demo end to end at a small budget; version and help of every option."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
 
-from autolr.cli import main
+import autolr
+from autolr.cli import build_parser, main
 
 
 @pytest.mark.slow
@@ -24,3 +26,37 @@ def test_demo_prints_stages_and_writes_log_and_plot(tmp_path, capsys):
 def test_cli_requires_a_command(capsys):
     with pytest.raises(SystemExit):
         main([])
+
+
+def test_version_is_printed(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"autolr {autolr.__version__}"
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def test_every_option_of_every_command_has_help_and_shows_its_default(capsys):
+    parser = build_parser()
+    commands = _subparsers(parser)
+    assert set(commands) == {"demo", "replay", "forecast-eval", "report", "simulate"}
+    for name, command in [("autolr", parser), *commands.items()]:
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                continue
+            assert action.help, (name, action.dest)
+        text = command.format_help()
+        for action in command._actions:
+            default = action.default
+            if action.option_strings and default not in (None, False, True, argparse.SUPPRESS):
+                assert f"(default: {default})" in " ".join(text.split()), (name, action.dest)
+    top = parser.format_help()
+    assert "``" not in top and "autolr: tune the learning rate" in top
+    with pytest.raises(SystemExit) as exit_:
+        main(["forecast-eval", "--help"])
+    assert exit_.value.code == 0
+    assert "(default: exponential,power_law)" in " ".join(capsys.readouterr().out.split())

@@ -23,6 +23,8 @@ from transformers import (  # noqa: E402
 from autolr import Phase  # noqa: E402
 from autolr.errors import ConfigError, SchedulerConflictWarning, StateError  # noqa: E402
 from autolr.integrations.hf import STATE_FILE, AutoLRSCallback  # noqa: E402
+from autolr.offline.logs import load_run  # noqa: E402
+from autolr.offline.replay import replay_run  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -260,7 +262,8 @@ def test_param_groups_keep_their_ratio(tmp_path):
 @pytest.mark.slow
 def test_resume_mid_probe_continues_the_same_search(tmp_path):
     # Checkpoint at step 7: stage 0, the second probe has taken 2 of its 5 steps.
-    full, cb, rec, _ = train(tmp_path, save_strategy="steps", save_steps=7, dropout=0.1)
+    log = {"log_path": tmp_path / "run.jsonl"}
+    full, cb, rec, _ = train(tmp_path, log, save_strategy="steps", save_steps=7, dropout=0.1)
     where = rec.at_save[7]
     assert where[1:] == (0, Phase.PROBE, 1, 2, rec.used[6][0])
     assert (tmp_path / "checkpoint-7" / STATE_FILE).is_file()
@@ -271,6 +274,7 @@ def test_resume_mid_probe_continues_the_same_search(tmp_path):
 
     again, cb2, rec2, _ = train(
         tmp_path,
+        log,
         save_strategy="steps",
         save_steps=7,
         dropout=0.1,
@@ -286,6 +290,13 @@ def test_resume_mid_probe_continues_the_same_search(tmp_path):
     ] == decisions
     for (name, a), b in zip(full.model.state_dict().items(), again.model.state_dict().values()):
         assert torch.equal(a, b), name
+    # One log: the whole first run, then the resumed one from step 7; read as one run,
+    # the first run's steps after 7 set aside, it replays exactly.
+    run = load_run(log["log_path"])
+    assert [r["step"] for r in run.resumes] == [7] and run.abandoned
+    assert all(r["step"] > 7 for r in run.abandoned)
+    result = replay_run(run)
+    assert result.matches and result.stopped is None, [m.describe() for m in result.mismatches]
 
 
 def test_max_steps_too_small_for_one_stage(tmp_path):

@@ -251,8 +251,11 @@ def test_missing_columns_and_ambiguous_names(tmp_path: Path) -> None:
         read_table_csv(path)
     jl = tmp_path / "run.jsonl"
     jl.write_text(json.dumps({"type": "run_start", "schema_version": 1, "step": 0}) + "\n")
-    with pytest.raises(LogFormatError, match="autolr run log"):
+    with pytest.raises(LogFormatError, match="autolr run log; read it with format 'autolr'"):
         read_jsonl(jl)
+    assert detect_format(jl) == "autolr"
+    with pytest.raises(LogFormatError, match="run_start record is missing the field"):
+        load_loss_log(jl)  # read as the run log it is, checked as one
     odd = tmp_path / "x.parquet"
     odd.write_text("")
     with pytest.raises(LogFormatError, match="unknown log format"):

@@ -28,9 +28,12 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
 from lightning.pytorch.strategies import SingleDeviceStrategy  # noqa: E402
 
 from autolr import Phase  # noqa: E402
+from autolr.cli import main  # noqa: E402
 from autolr.controller import PHASE_CODES  # noqa: E402
 from autolr.errors import ConfigError, SchedulerConflictWarning, StateError  # noqa: E402
 from autolr.integrations.lightning import AutoLRSCallback  # noqa: E402
+from autolr.offline.logs import load_run  # noqa: E402
+from autolr.offline.replay import replay_run  # noqa: E402
 from autolr.runlog import read_run_log  # noqa: E402
 
 torch.set_num_threads(1)
@@ -247,6 +250,12 @@ def test_resume_mid_probe_continues_the_search(tmp_path):
         want = without_time([r for r in read_run_log(full_log) if r["type"] == kind])
         got = without_time([r for r in read_run_log(split_log) if r["type"] == kind])
         assert got == want and want, kind
+    # The log holds both segments; it reads, replays and reports as one run.
+    run = load_run(split_log)
+    assert [r["step"] for r in run.resumes] == [stop_at] and not run.abandoned
+    result = replay_run(run)
+    assert result.matches and result.stopped is None, [m.describe() for m in result.mismatches]
+    assert main(["report", str(split_log), "-o", str(tmp_path / "report")]) == 0
 
 
 def test_state_dict_schema_is_checked():

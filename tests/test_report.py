@@ -14,17 +14,22 @@ from autolr.errors import AutoLRError
 from autolr.offline.logs import LoggedRun, load_run
 from autolr.offline.replay import ReplayResult, replay_run
 from autolr.offline.report import (
+    OBJECTIVE_KINDS,
     PHASES,
+    effective_settings,
     forecast_vs_actual,
     gp_posterior,
+    objective_series,
     probe_curves,
     render_figures,
+    settings_rows,
     step_series,
     write_report,
 )
 from tests.test_replay import write_trap_log
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+VAL_LOG = Path(__file__).parent / "fixtures" / "runlogs" / "digits_val.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +121,48 @@ def test_forecast_vs_actual(run: LoggedRun) -> None:
     assert fva["stage"].tolist() == [e["stage"] for e in ends]
     assert fva["lr"].tolist() == [e["lr"] for e in ends]
     assert np.allclose(fva["actual"], [e["actual"] for e in ends])
+    assert np.allclose(fva["forecast"], [e["forecast"] for e in ends])
+    assert np.allclose(fva["error"], fva["forecast"] - fva["actual"])
+    assert np.allclose(fva["rel_error"] * np.abs(fva["actual"]), fva["error"])
+
+
+def test_objective_series_has_the_validation_loss_over_time() -> None:
+    run = load_run(VAL_LOG)
+    obj = objective_series(run)
+    assert obj is not None and set(obj["kind"].tolist()) == set(OBJECTIVE_KINDS)
+    assert (np.diff(obj["step"]) >= 0).all()
+    ends = obj["kind"] == "stage_end"
+    finished = [st.exploit_end for st in run.stages if st.exploit_end is not None]
+    assert obj["step"][ends].tolist() == [e["step"] for e in finished]
+    assert np.allclose(obj["value"][ends], [e["actual"] for e in finished])
+    # One snapshot value per stage with probes, at the stage's start: t = 0 of its probes.
+    snaps = obj["kind"] == "snapshot"
+    assert obj["step"][snaps].tolist() == [st.start["step"] for st in run.stages if st.probes]
+    assert np.allclose(obj["value"][snaps], [st.probes[0]["losses"][0] for st in run.stages])
+    # Every probe's other values, at the global step they were measured at.
+    p = run.stages[1].probes[1]
+    start = p["step"] - p["steps"]
+    mask = (obj["kind"] == "probe") & (obj["step"] > start) & (obj["step"] <= p["step"])
+    assert obj["step"][mask].tolist() == [start + int(t) for t in p["t"][1:]]
+    assert np.allclose(obj["value"][mask], p["losses"][1:])
+
+
+def test_objective_series_is_none_for_a_training_loss_run(run: LoggedRun) -> None:
+    assert run.objective == "train_loss" and objective_series(run) is None
+
+
+def test_effective_settings_are_the_stage_plan_used(run: LoggedRun) -> None:
+    eff = effective_settings(run)
+    # The config leaves the plan to autolr; the stage_start records say what it was.
+    assert eff["configured"]["tau"] is None and eff["configured"]["probes"] == 4
+    for key in ("tau", "tau_probe", "probes", "exploit_steps"):
+        assert eff["stages"][key] == [st.start[key] for st in run.stages], key
+    assert eff["steps"] == run.run_end["total"]
+    assert eff["search_steps"] == run.run_end["search_steps"] > 0
+    assert 0 < eff["search_share"] < 1 and eff["forecaster"] == "exponential"
+    rows = {k: (given, used) for k, given, used in settings_rows(run)}
+    assert rows["tau"] == ("-", ", ".join(str(st.tau) for st in run.stages))
+    assert rows["probes per stage"][1].startswith("4")
 
 
 def test_render_figures_keys(monkeypatch: pytest.MonkeyPatch, run: LoggedRun) -> None:
@@ -139,6 +186,13 @@ def test_render_and_write(run: LoggedRun, tmp_path: Path) -> None:
     # self-contained: nothing is loaded from elsewhere
     assert not re.search(r'(src|href)="(?!data:)', page)
     assert "<table>" in page and "rollbacks" in page
+    assert "<td>tau</td><td>-</td>" in page and "None" not in page
+
+
+def test_a_validation_run_draws_its_objective(tmp_path: Path) -> None:
+    files = write_report(VAL_LOG, tmp_path, replay=False)
+    assert files.png.read_bytes().startswith(PNG_MAGIC)
+    assert "val_loss" in files.html.read_text()
 
 
 def test_cli_report(run: LoggedRun, tmp_path: Path, capsys) -> None:

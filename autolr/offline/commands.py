@@ -61,6 +61,17 @@ def _guarded(name: str) -> Callable[[Handler], Handler]:
 # --------------------------------------------------------------------------- replay
 
 
+def _resumed(run: Any) -> str:
+    """A line on a resumed run's segments ('' for an uninterrupted run)."""
+    steps = [r["step"] for r in run.resumes]
+    if not steps:
+        return ""
+    return (
+        f"(one run across {len(steps) + 1} segments: resumed at step(s) "
+        f"{', '.join(map(str, steps))}; {len(run.abandoned)} record(s) of redone work set aside)"
+    )
+
+
 @_guarded("replay")
 def cmd_replay(args: argparse.Namespace) -> int:
     from autolr.offline.logs import load_run
@@ -119,6 +130,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
             )
             if result.stopped:
                 out(f"(the log ends early: {result.stopped})")
+            resumed = _resumed(run)
+            if resumed:
+                out(resumed)
             return 0
         out(f"replay DIFFERS from the log ({len(result.mismatches)} difference(s) shown):")
         for m in result.mismatches:

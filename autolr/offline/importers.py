@@ -14,6 +14,8 @@ Readers (``load_loss_log(path)`` picks one from the file, or ``format=`` names i
 - ``csv``: a plain CSV with a header: ``step``, ``loss`` (or a named column), and
   optionally ``lr``.
 - ``jsonl``: one JSON object a line with ``step``, ``loss`` and optionally ``lr``.
+- ``autolr``: an autolr run log (resumed runs too: their logical run): the
+  training curve the kept model went through (:func:`read_autolr_log`).
 
 Every reader ends in the same checks: non-finite losses are dropped, steps out of
 order are sorted and repeated steps keep their last value, each with a
@@ -43,6 +45,7 @@ __all__ = [
     "LossLog",
     "detect_format",
     "load_loss_log",
+    "read_autolr_log",
     "read_jsonl",
     "read_lightning_csv",
     "read_table_csv",
@@ -52,7 +55,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("tensorboard", "lightning", "hf", "csv", "jsonl")
+FORMATS = ("tensorboard", "lightning", "hf", "csv", "jsonl", "autolr")
 
 # Preferred names of the training loss, in order; otherwise the one name with "loss"
 # in it that is not a validation/test metric.
@@ -479,9 +482,10 @@ def read_jsonl(path: str | Path, key: str | None = None, lr_key: str | None = No
             raise LogFormatError(f"{p}, line {i + 1}: not valid JSON ({exc.msg})") from None
         if not isinstance(rec, dict):
             raise LogFormatError(f"{p}, line {i + 1}: expected a JSON object")
-        if "schema_version" in rec and "type" in rec:
+        if _is_run_log(rec):
             raise LogFormatError(
-                f"{p}: this is an autolr run log; read it with `autolr replay` or `autolr report`"
+                f"{p}: this is an autolr run log; read it with format 'autolr' "
+                "(read_autolr_log; `autolr forecast-eval` detects it) or `autolr report`"
             )
         records.append((i + 1, rec))
     keys = sorted({k for _, r in records for k in r})
@@ -506,6 +510,66 @@ def read_jsonl(path: str | Path, key: str | None = None, lr_key: str | None = No
         path=str(p),
         name=name,
         lr_name=lr_name or "",
+    )
+
+
+def _is_run_log(rec: Any) -> bool:
+    return isinstance(rec, dict) and "schema_version" in rec and "type" in rec
+
+
+def read_autolr_log(path: str | Path) -> LossLog:
+    """The training curve of an autolr run log: the losses the kept model went through.
+
+    Probes and rolled-back exploits start from a snapshot that is put back, so
+    they are not on the way of the model that trains on; what is: the warmup's
+    last losses (the log keeps up to 16, stage 0's ``recent``), and per stage
+    the winning probe's steps when its end state was kept (``from_probe``), then
+    the steps of the exploit that ran to its end. ``steps`` counts those steps
+    only (the training progress of the kept model, from 1), so a probe's steps
+    leave no gap; ``lr`` is the LR of each. The anneal's losses are not logged.
+    A resumed run's log is read as its logical run (:func:`autolr.offline.load_run`).
+
+    Raises:
+        LogFormatError: the run log cannot be read, or holds no such loss.
+    """
+    from autolr.offline.logs import load_run
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LogWarning)  # load_run's, repeated below
+        run = load_run(path)
+    for message in run.warnings:
+        _warn(message)
+    points: list[tuple[float, float]] = []
+    lr_points: list[tuple[float, float]] = []
+    step = 0
+    for st in run.stages:
+        if st.index == 0:
+            recent = st.recent or []
+            first = max(0, int(st.start["step"]) - len(recent))
+            for k, v in enumerate(recent):
+                points.append((first + k + 1, float(v)))
+            step = max(step, int(st.start["step"]))
+        end = st.exploit_end
+        if end is None:
+            break
+        last = st.decisions[-1] if st.decisions else None
+        winner = None
+        if last is not None and last.get("from_probe"):
+            winner = next((q for q in st.probes if q["lr"] == last["lr"]), None)
+        if winner is not None:
+            for v in winner["train_losses"]:
+                step += 1
+                points.append((step, math.nan if v is None else float(v)))
+                lr_points.append((step, float(winner["lr"])))
+        for v in end["losses"]:
+            step += 1
+            points.append((step, math.nan if v is None else float(v)))
+            if end["lr"] is not None:
+                lr_points.append((step, float(end["lr"])))
+    if not points:
+        raise LogFormatError(f"{path}: the run log holds no warmup or exploit losses")
+    return _finish(
+        points, lr_points, source="autolr", path=str(path), name="train_loss", lr_name="lr"
     )
 
 
@@ -544,7 +608,13 @@ def detect_format(path: str | Path) -> str:
         cols = [c.strip() for c in head.split(",")]
         return "lightning" if p.name == "metrics.csv" or "epoch" in cols else "csv"
     if suffix in (".jsonl", ".ndjson"):
-        return "jsonl"
+        try:
+            with p.open(encoding="utf-8") as fh:
+                head = next((line for line in fh if line.strip()), "")
+            first = json.loads(head)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return "jsonl"  # read_jsonl names the flaw
+        return "autolr" if _is_run_log(first) else "jsonl"
     if suffix == ".json":
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
@@ -589,4 +659,11 @@ def load_loss_log(
         return read_table_csv(path, name, lr_name)
     if fmt == "jsonl":
         return read_jsonl(path, name, lr_name)
+    if fmt == "autolr":
+        if name not in (None, "train_loss") or lr_name not in (None, "lr"):
+            raise LogFormatError(
+                f"{path}: an autolr run log has one curve (train_loss, lr); "
+                f"got name={name!r}, lr_name={lr_name!r}"
+            )
+        return read_autolr_log(path)
     raise LogFormatError(f"unknown log format {format!r}; choose auto or one of {FORMATS}")

@@ -103,12 +103,22 @@ class LoggedStage:
 class LoggedRun:
     """A run log, read and checked.
 
+    A resumed run's log holds its segments (:class:`autolr.runlog.Segments`):
+    ``records`` is the logical run they make (what one uninterrupted run would
+    have written, with a ``phase`` record ``resume`` where it resumed), and the
+    work redone after a resume is in ``abandoned``.
+
     Attributes:
         path: the file read.
-        records: every record, in order.
+        records: every record of the logical run, in order.
         lines: the 1-based line number of each record.
         stages: the stages, in order.
         warnings: flaws that were skipped or repaired while reading.
+        abandoned: records of work redone after a resume (the steps after the
+            checkpoint a resume went back to), in order; empty for an
+            uninterrupted run.
+        begins_at: 0, or the step the log begins at when it was written by a
+            run loaded from a checkpoint whose earlier records are in another log.
     """
 
     path: str
@@ -116,6 +126,8 @@ class LoggedRun:
     lines: list[int]
     stages: list[LoggedStage]
     warnings: list[str] = field(default_factory=list)
+    abandoned: list[dict[str, Any]] = field(default_factory=list)
+    begins_at: int = 0
 
     @property
     def start(self) -> dict[str, Any]:
@@ -153,6 +165,11 @@ class LoggedRun:
         return ends[-1] if ends else None
 
     @property
+    def resumes(self) -> list[dict[str, Any]]:
+        """The ``phase`` records ``resume``: where the run resumed from a checkpoint."""
+        return [r for r in self.of_type(PHASE) if r.get("phase") == PHASE_RESUME]
+
+    @property
     def last_step(self) -> int:
         return int(self.records[-1]["step"])
 
@@ -180,7 +197,8 @@ def load_run(path: str | Path, *, strict: bool = False) -> LoggedRun:
     is not. Skipped with a :class:`~autolr.errors.LogWarning`: a truncated last
     line (a run killed while writing), records of an unknown type. Repaired with
     a warning: a non-finite number (``NaN``, ``Infinity``) in a loss series, read
-    as null like the controller writes it.
+    as null like the controller writes it. A resumed run's log is read as the
+    logical run its segments make (see :class:`LoggedRun`).
 
     Args:
         path: the run log.
@@ -190,11 +208,24 @@ def load_run(path: str | Path, *, strict: bool = False) -> LoggedRun:
         LogFormatError: the file is missing or empty, a line other than the last
             is not JSON, a record has an unknown ``schema_version``, lacks a field
             or holds a wrong value, steps go backwards, stages or probes are out
-            of order, the run was resumed, or the file holds more than one run.
-            The message names the file, the line and the field.
+            of order, or the file holds more than one run. The message names the
+            file, the line and the field.
     """
     read = read_records(path, strict=strict)
-    return _assemble(str(Path(path)), read.records, read.lines, read.warnings)
+    run = read.logical()
+    begins = read.segments.begins_at
+    try:
+        out = _assemble(str(Path(path)), run.records, run.lines, read.warnings)
+    except LogFormatError as exc:
+        if not begins:
+            raise
+        raise LogFormatError(
+            f"{exc}; the log begins at a resume from step {begins}: the run's earlier "
+            "records are in another log (append this log to that one and read the whole)"
+        ) from None
+    out.abandoned = read.abandoned()
+    out.begins_at = read.segments.begins_at
+    return out
 
 
 def _assemble(
@@ -223,11 +254,6 @@ def _assemble(
         last_step = rec["step"]
         if type_ == RUN_START:
             continue
-        if type_ == PHASE and rec.get("phase") == PHASE_RESUME:
-            raise LogFormatError(
-                f"{where}: the run was resumed from a checkpoint here; replay reads "
-                "uninterrupted runs only"
-            )
         if type_ in (PHASE, RUN_END, RANGE_TEST):
             continue
         if type_ == STAGE_START:

@@ -13,7 +13,10 @@ from the log:
 - anneal: nothing is logged, NaN is fed (the anneal takes no decision).
 
 :func:`replay_run` checks that the replayed records equal the logged ones, field by
-field.
+field. A resumed run is replayed as its logical run (:class:`LoggedRun`): one
+controller is driven through it from the start, across the resume points, and
+every record is compared but the ``resume`` phase records themselves (a run that
+was never interrupted writes none).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from autolr.controller import AutoLRS, Phase
-from autolr.errors import AutoLRError, ConfigError
+from autolr.errors import AutoLRError, ConfigError, LogFormatError
 from autolr.offline.harness import (
     REL_TOL,
     LoggedProber,
@@ -40,7 +43,7 @@ from autolr.offline.harness import (
     quiet,
 )
 from autolr.offline.logs import LoggedRun, LoggedStage, load_run, warn_log
-from autolr.runlog import DECISION, PROBE, RANGE_TEST, ROLLBACK, RUN_START
+from autolr.runlog import DECISION, PHASE, PHASE_RESUME, PROBE, RANGE_TEST, ROLLBACK, RUN_START
 
 __all__ = ["Mismatch", "ReplayResult", "replay_run"]
 
@@ -92,7 +95,7 @@ class ReplayResult:
         tuner: the controller after the replay (its ``log.records`` are the replayed
             records; ``trace_lr``/``trace_loss``/``trace_phase`` hold every step,
             with NaN losses where the log keeps none: warmup and anneal).
-        compared: logged records compared (run_start excluded).
+        compared: logged records compared (run_start and resume records excluded).
         mismatches: the differences found (the first ones; comparison stops at a
             missing or extra record).
         stopped: why the replay stopped before the end of the log, or None.
@@ -157,6 +160,8 @@ class ReplayResult:
             "mismatches": [m.__dict__ for m in self.mismatches],
             "stages": self.stage_rows(),
             "warnings": list(self.run.warnings),
+            "resumed_at": [r["step"] for r in self.run.resumes],
+            "abandoned": len(self.run.abandoned),
         }
 
 
@@ -187,10 +192,17 @@ def replay_run(run: LoggedRun | str | Path, *, max_mismatches: int = 20) -> Repl
         exploit ends, phases) was reproduced.
 
     Raises:
-        LogFormatError: the log cannot be read (see :func:`load_run`).
+        LogFormatError: the log cannot be read (see :func:`load_run`), or it
+            begins at a resume (its earlier records are in another log).
     """
     if not isinstance(run, LoggedRun):
         run = load_run(run)
+    if run.begins_at:
+        raise LogFormatError(
+            f"{run.path}: the log begins at a resume from step {run.begins_at}: the run's "
+            "earlier records are in another log; replay needs them (append this log to "
+            "that one and replay the whole)"
+        )
     model, optimizer = dummy_training(run.initial_lrs)
     backend = run.prober is not None
     stopped: str | None = None
@@ -298,7 +310,11 @@ def _drive(run: LoggedRun, tuner: AutoLRS, fed: list[tuple[int, float, str, floa
 def _compare(
     run: LoggedRun, replayed: list[dict[str, Any]], limit: int
 ) -> tuple[list[Mismatch], int]:
-    logged = list(zip(run.records, run.lines))[1:]
+    logged = [
+        (rec, line)
+        for rec, line in list(zip(run.records, run.lines))[1:]
+        if not (rec["type"] == PHASE and rec.get("phase") == PHASE_RESUME)
+    ]
     mine = [r for r in replayed if r["type"] != RUN_START]
     out: list[Mismatch] = []
     compared = 0

@@ -10,8 +10,13 @@ What is drawn, each from a function that returns the arrays (tested on their own
   curve out to ``tau`` (the run's own forecaster, rebuilt from the log).
 - :func:`gp_posterior`: the GP over log(lr) each stage decided with, refit from
   the logged probes with :class:`autolr.proposer.GPProposer`.
-- :func:`forecast_vs_actual`: each stage's forecast for its chosen LR and the
-  loss its exploit actually reached.
+- :func:`forecast_vs_actual`: each stage's forecast for its chosen LR, the
+  loss its exploit actually reached, and the forecast's error.
+- :func:`objective_series`: the validation objective over time, when the run
+  has one (at each snapshot, in the probes, at each stage's end).
+- :func:`effective_settings`: the settings the run used: the configured ones
+  and the stage plan of its ``stage_start`` records (``tau``, ``tau_probe``,
+  probes and exploit steps of each stage), where the config may say None.
 
 matplotlib is needed (``pip install "autolr[plot]"``); the HTML page embeds its
 images as base64 and loads nothing else.
@@ -39,11 +44,15 @@ from autolr.proposer import GPProposer
 from autolr.runlog import EXPLOIT_END, PHASE, PROBE, RANGE_TEST, ROLLBACK
 
 __all__ = [
+    "OBJECTIVE_KINDS",
     "ReportFiles",
+    "effective_settings",
     "forecast_vs_actual",
     "gp_posterior",
+    "objective_series",
     "probe_curves",
     "render_figures",
+    "settings_rows",
     "step_series",
     "write_report",
 ]
@@ -269,26 +278,176 @@ def gp_posterior(
     }
 
 
+def _num(v: Any) -> float:
+    return float("nan") if v is None else float(v)
+
+
 def forecast_vs_actual(run: LoggedRun | str | Path) -> dict[str, np.ndarray]:
-    """Each finished stage: its chosen LR, the forecast for it, and the loss reached.
+    """Each finished stage: its chosen LR, the forecast for it, the loss reached, the error.
 
     Returns:
         ``stage`` (`(s,)` int64), ``lr``, ``forecast`` and ``actual`` (`(s,)`
-        float64; NaN where the log has none). ``actual`` is the median of the
-        last exploit losses, as the controller logs it.
+        float64; NaN where the log has none). ``actual`` is the objective the
+        exploit reached, as the controller logs it (the validation loss with a
+        validation objective, else the median of the last exploit losses).
+        ``error``: ``forecast - actual``; ``rel_error``: ``error / |actual|``
+        (`(s,)` float64; NaN where either is missing or ``actual`` is 0).
     """
     run = _as_run(run)
     ends = run.of_type(EXPLOIT_END)
-
-    def num(v: Any) -> float:
-        return float("nan") if v is None else float(v)
-
+    forecast = np.asarray([_num(r["forecast"]) for r in ends], dtype=np.float64)
+    actual = np.asarray([_num(r.get("actual")) for r in ends], dtype=np.float64)
+    error = forecast - actual
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(actual != 0, error / np.abs(actual), np.nan)
     return {
         "stage": np.asarray([r["stage"] for r in ends], dtype=np.int64),
-        "lr": np.asarray([num(r["lr"]) for r in ends], dtype=np.float64),
-        "forecast": np.asarray([num(r["forecast"]) for r in ends], dtype=np.float64),
-        "actual": np.asarray([num(r.get("actual")) for r in ends], dtype=np.float64),
+        "lr": np.asarray([_num(r["lr"]) for r in ends], dtype=np.float64),
+        "forecast": forecast,
+        "actual": actual,
+        "error": error,
+        "rel_error": rel,
     }
+
+
+OBJECTIVE_KINDS = ("snapshot", "probe", "stage_end")
+"""Where :func:`objective_series` values come from."""
+
+
+def objective_series(run: LoggedRun | str | Path) -> dict[str, np.ndarray] | None:
+    """The validation objective over time, when the run has one.
+
+    The log holds the objective at each stage's snapshot (``t = 0`` of its
+    probes), every ``val_every`` steps of each probe (a probe starts from the
+    snapshot, so its values are of a branch that is put back), and at each
+    exploit's end (``exploit_end.actual``: the model that trains on).
+
+    Returns:
+        None when the objective is the training loss. Else ``step`` (`(m,)`
+        int64, global steps, probes counted), ``value`` (`(m,)` float64, the
+        validation loss; NaN where non-finite), ``stage`` (`(m,)` int64),
+        ``kind`` (`(m,)` str, one of :data:`OBJECTIVE_KINDS`), in step order.
+    """
+    run = _as_run(run)
+    if run.objective != "val_loss":
+        return None
+    rows: list[tuple[int, float, int, str]] = []
+    for st in run.stages:
+        for k, p in enumerate(st.probes):
+            start = int(p["step"]) - int(p.get("steps", len(p["train_losses"])))
+            for t, v in zip(p["t"], p["losses"]):
+                kind = "snapshot" if t == 0 else "probe"
+                if kind == "snapshot" and k > 0:
+                    continue  # every probe starts from the same snapshot
+                rows.append((start + int(t), _num(v), st.index, kind))
+        end = st.exploit_end
+        if end is not None and end.get("actual") is not None:
+            rows.append((int(end["step"]), float(end["actual"]), st.index, "stage_end"))
+    rows.sort(key=lambda r: r[0])
+    return {
+        "step": np.asarray([r[0] for r in rows], dtype=np.int64),
+        "value": np.asarray([r[1] for r in rows], dtype=np.float64),
+        "stage": np.asarray([r[2] for r in rows], dtype=np.int64),
+        "kind": np.asarray([r[3] for r in rows], dtype=object),
+    }
+
+
+_CONFIGURED = (
+    "min_lr",
+    "max_lr",
+    "total_steps",
+    "objective",
+    "warmup_steps",
+    "probes",
+    "tau",
+    "tau_probe",
+)
+_PLAN = ("tau", "tau_probe", "probes", "exploit_steps")
+
+
+def effective_settings(run: LoggedRun | str | Path) -> dict[str, Any]:
+    """The settings the run used, beside the ones it was given.
+
+    Returns:
+        ``configured``: the ``run_start`` config's value of each main setting
+        (None: left to autolr's plan); ``stages``: per setting of the stage
+        plan (``tau``, ``tau_probe``, ``probes``, ``exploit_steps``), the list
+        of each stage's value from its ``stage_start`` (in stage order);
+        ``forecaster`` and ``strategy`` (names, or None when not logged);
+        ``steps`` (steps taken), ``search_steps`` (steps probing) and
+        ``search_share`` (their fraction; NaN for an empty run).
+    """
+    run = _as_run(run)
+    cfg = run.config
+    strategy = run.start.get("strategy")
+    forecaster = run.forecaster_config or {}
+    probes = run.of_type(PROBE)
+    search = sum(int(p.get("steps", len(p["train_losses"]))) for p in probes)
+    end = run.run_end
+    total = int(end["total"]) if end is not None else run.last_step
+    if end is not None and end.get("search_steps") is not None:
+        search = int(end["search_steps"])
+    return {
+        "configured": {k: cfg.get(k) for k in _CONFIGURED},
+        "stages": {k: [int(st.start[k]) for st in run.stages] for k in _PLAN},
+        "forecaster": forecaster.get("name", cfg.get("forecaster")),
+        "strategy": strategy.get("name") if isinstance(strategy, dict) else None,
+        "steps": total,
+        "search_steps": search,
+        "search_share": search / total if total else math.nan,
+    }
+
+
+def _values(values: list[int]) -> str:
+    """``3`` when every stage has it, else ``45, 90, 200``."""
+    if not values:
+        return "-"
+    if len(set(values)) == 1:
+        return f"{values[0]} (every stage)"
+    return ", ".join(str(v) for v in values)
+
+
+def settings_rows(run: LoggedRun | str | Path) -> list[tuple[str, str, str]]:
+    """``(setting, configured, used)`` rows of :func:`effective_settings`, as text."""
+    eff = effective_settings(run)
+    conf = eff["configured"]
+    rows = [
+        (k, _fmt(conf[k]), _fmt(conf[k]))
+        for k in ("min_lr", "max_lr", "total_steps", "objective", "warmup_steps")
+    ]
+    for k in _PLAN:
+        given = conf.get(k, None) if k != "exploit_steps" else None
+        used = _values(eff["stages"][k])
+        rows.append((k if k != "probes" else "probes per stage", _fmt(given), used))
+    rows.append(("forecaster", _fmt(eff["forecaster"]), _fmt(eff["forecaster"])))
+    if eff["strategy"] is not None:
+        rows.append(("strategy", eff["strategy"], eff["strategy"]))
+    share = eff["search_share"]
+    rows.append(
+        (
+            "steps probing",
+            "-",
+            f"{eff['search_steps']} of {eff['steps']} ({100 * share:.0f}%)"
+            if math.isfinite(share)
+            else "-",
+        )
+    )
+    return rows
+
+
+def _settings_line(run: LoggedRun) -> str:
+    eff = effective_settings(run)
+    conf = eff["configured"]
+    head = ", ".join(
+        f"{k}={_fmt(conf[k])}" for k in ("min_lr", "max_lr", "total_steps", "objective")
+    )
+    plan = "; ".join(
+        f"{k} {', '.join(str(v) for v in eff['stages'][k]) or '-'}"
+        for k in ("tau", "tau_probe", "probes")
+    )
+    share = eff["search_share"]
+    probing = f"{100 * share:.0f}% of steps probing" if math.isfinite(share) else ""
+    return f"{head}, forecaster={eff['forecaster']}   |   per stage: {plan}   |   {probing}"
 
 
 # --------------------------------------------------------------------------- drawing
@@ -318,20 +477,60 @@ def _spans(phase: np.ndarray) -> list[tuple[int, int, str]]:
     return out
 
 
-def _draw_overview(axes: Any, series: dict[str, np.ndarray], fva: dict[str, np.ndarray]) -> None:
-    ax_lr, ax_loss, ax_fva = axes
+def _stage_marks(ax: Any, run: LoggedRun, label: bool) -> None:
+    """A thin line at each stage's start; ``label``: its number at the top (at most ~12)."""
+    starts = [(st.index, int(st.start["step"])) for st in run.stages]
+    every = max(1, math.ceil(len(starts) / 12))
+    for i, (index, step) in enumerate(starts):
+        ax.axvline(step, color="#666666", lw=0.5, alpha=0.6)
+        if label and i % every == 0:
+            ax.text(
+                step,
+                1.01,
+                f"stage {index}" if len(starts) <= 6 else f"s{index}",
+                transform=ax.get_xaxis_transform(),
+                fontsize=8,
+                ha="left",
+                va="bottom",
+            )
+    for rec in run.resumes:
+        ax.axvline(rec["step"], color="#7b1fa2", lw=1.2, ls="--")
+
+
+def _draw_overview(
+    axes: dict[str, Any],
+    run: LoggedRun,
+    series: dict[str, np.ndarray],
+    fva: dict[str, np.ndarray],
+    objective: dict[str, np.ndarray] | None,
+) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    ax_lr, ax_loss = axes["lr"], axes["loss"]
     steps = series["step"]
+    lines = [ax for ax in (ax_lr, ax_loss, axes.get("objective")) if ax is not None]
     for a, b, ph in _spans(series["phase"]):
-        for ax in (ax_lr, ax_loss):
+        for ax in lines:
             ax.axvspan(a, b, color=_COLORS.get(ph, "#dddddd"), alpha=0.18, lw=0)
+    for ax in lines:
+        _stage_marks(ax, run, label=ax is ax_lr)
     ax_lr.plot(steps, series["lr"], color="black", lw=1)
     if np.isfinite(series["lr"]).any() and np.nanmin(series["lr"]) > 0:
         ax_lr.set_yscale("log")
     ax_lr.set_ylabel("LR")
-    ax_lr.set_title("LR per step (shaded: phase)")
+    ax_lr.set_title("LR per step (shaded: phase)", pad=14)
+    shown = [ph for ph in PHASES if (series["phase"] == ph).any()]
+    handles: list[Any] = [
+        Patch(color=_COLORS[ph], alpha=0.4, label=ph.replace("_", " ")) for ph in shown
+    ]
+    if run.resumes:
+        handles.append(Line2D([], [], color="#7b1fa2", ls="--", label="resumed"))
+    if handles:
+        ax_lr.legend(handles=handles, loc="lower left", fontsize=8, ncol=len(handles))
     for ph in PHASES:
         mask = series["phase"] == ph
-        if mask.any():
+        if mask.any() and np.isfinite(series["loss"][mask]).any():
             ax_loss.plot(
                 steps[mask],
                 series["loss"][mask],
@@ -343,26 +542,93 @@ def _draw_overview(axes: Any, series: dict[str, np.ndarray], fva: dict[str, np.n
     finite = series["loss"][np.isfinite(series["loss"])]
     if finite.size and finite.min() > 0 and finite.max() / finite.min() > 20:
         ax_loss.set_yscale("log")
-    ax_loss.set_ylabel("loss")
-    ax_loss.set_xlabel("step (probe steps count)")
-    ax_loss.set_title("loss per step (warmup and anneal losses are not logged)")
-    ax_loss.legend(loc="upper right", fontsize=7, markerscale=4)
+    ax_loss.set_ylabel("training loss")
+    ax_loss.set_title("training loss per step (warmup and anneal losses are not logged)")
+    if finite.size:
+        ax_loss.legend(loc="upper right", fontsize=8, markerscale=4)
+    bottom = ax_loss
+    ax_obj = axes.get("objective")
+    if ax_obj is not None and objective is not None:
+        for kind, style, label in (
+            ("probe", dict(marker=".", ls="", ms=3, color=_COLORS["probe"]), "in probes"),
+            ("snapshot", dict(marker="s", ls="", ms=4, color="#444444"), "at each snapshot"),
+        ):
+            mask = objective["kind"] == kind
+            if mask.any():
+                ax_obj.plot(objective["step"][mask], objective["value"][mask], label=label, **style)
+        mask = objective["kind"] == "stage_end"
+        if mask.any():
+            ax_obj.plot(
+                objective["step"][mask],
+                objective["value"][mask],
+                "o-",
+                ms=5,
+                lw=1.2,
+                color=_COLORS["exploit"],
+                label="at each stage's end",
+            )
+        ax_obj.set_ylabel("validation loss")
+        ax_obj.set_title("validation objective over time")
+        if objective["step"].size:
+            ax_obj.legend(loc="upper right", fontsize=8)
+        bottom = ax_obj
+    bottom.set_xlabel("step (probe steps count)")
+    _draw_forecast_vs_actual(axes["fva"], fva)
+    _draw_forecast_error(axes["error"], fva)
+
+
+def _draw_forecast_vs_actual(ax: Any, fva: dict[str, np.ndarray]) -> None:
     ok = np.isfinite(fva["forecast"]) & np.isfinite(fva["actual"])
     if ok.any():
         f, a = fva["forecast"][ok], fva["actual"][ok]
-        ax_fva.scatter(f, a, color="#5b8def")
-        for s, x, y in zip(fva["stage"][ok], f, a):
-            ax_fva.annotate(
-                f"stage {s}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points"
-            )
+        ax.scatter(f, a, color="#5b8def")
+        every = max(1, math.ceil(int(ok.sum()) / 12))
+        for k, (st, x, y) in enumerate(zip(fva["stage"][ok], f, a)):
+            if k % every == 0:
+                ax.annotate(
+                    f"stage {st}", (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points"
+                )
         lo, hi = min(f.min(), a.min()), max(f.max(), a.max())
-        ax_fva.plot([lo, hi], [lo, hi], "--", color="grey", lw=1)
+        ax.plot([lo, hi], [lo, hi], "--", color="grey", lw=1, label="forecast = actual")
+        ax.legend(loc="upper left", fontsize=8)
     else:
-        ax_fva.text(0.5, 0.5, "no finished stage", ha="center", transform=ax_fva.transAxes)
-    ax_fva.margins(0.15)
-    ax_fva.set_xlabel("forecast at tau")
-    ax_fva.set_ylabel("loss reached")
-    ax_fva.set_title("forecast vs actual, chosen LR")
+        ax.text(0.5, 0.5, "no finished stage", ha="center", transform=ax.transAxes)
+    ax.margins(0.15)
+    ax.set_xlabel("forecast at tau (chosen LR)")
+    ax.set_ylabel("objective reached")
+    ax.set_title("forecast vs actual")
+
+
+def _draw_forecast_error(ax: Any, fva: dict[str, np.ndarray]) -> None:
+    rel = fva["rel_error"]
+    ok = np.isfinite(rel)
+    if not ok.any():
+        ax.text(0.5, 0.5, "no finished stage", ha="center", transform=ax.transAxes)
+    else:
+        stages = fva["stage"][ok]
+        pct = 100 * rel[ok]
+        x = np.arange(len(stages))
+        colors = ["#e05d5d" if v > 0 else "#5b8def" for v in pct]
+        ax.bar(x, pct, color=colors)
+        ax.axhline(0, color="black", lw=0.8)
+        every = max(1, math.ceil(len(stages) / 12))
+        ax.set_xticks(x[::every])
+        ax.set_xticklabels([str(s) for s in stages[::every]], fontsize=8)
+        if len(stages) <= 12:
+            for xi, v in zip(x, pct):
+                ax.annotate(
+                    f"{v:+.0f}%",
+                    (xi, v),
+                    fontsize=8,
+                    ha="center",
+                    va="bottom" if v >= 0 else "top",
+                    xytext=(0, 2 if v >= 0 else -2),
+                    textcoords="offset points",
+                )
+        ax.margins(y=0.2)
+    ax.set_xlabel("stage")
+    ax.set_ylabel("(forecast - actual) / actual, %")
+    ax.set_title("forecast error per stage (red: too high)")
 
 
 def _draw_stage(
@@ -391,12 +657,18 @@ def _draw_stage(
         if kept:
             low = min(float(v.min()) for v in kept)
             high = max(float(v.max()) for v in kept)
+            # The forecasts at tau too (the x marks), unless far off the series.
+            span = high - low or abs(high) or 1.0
+            for c in curves:
+                f = c["forecast"]
+                if not c["diverged"] and f is not None and low - 2 * span <= f <= high + span:
+                    low, high = min(low, f), max(high, f)
             pad = 0.1 * (high - low) or 0.1 * abs(high) or 1.0
             ax_curves.set_ylim(low - pad, high + 3 * pad)
     ax_curves.set_title(f"stage {stage}: probes and their forecasts (x: forecast at tau)")
     ax_curves.set_xlabel("probe step")
     ax_curves.set_ylabel("objective")
-    ax_curves.legend(fontsize=6, loc="upper right")
+    ax_curves.legend(fontsize=8, loc="upper right", markerscale=3)
     if gp is None:
         ax_gp.text(0.5, 0.5, "no GP: no finite forecast", ha="center", transform=ax_gp.transAxes)
     else:
@@ -415,7 +687,7 @@ def _draw_stage(
         if gp["chosen_lr"] is not None:
             ax_gp.axvline(gp["chosen_lr"], color="#2e7d32", lw=1.2, label="chosen")
         ax_gp.set_xscale("log")
-        ax_gp.legend(fontsize=6, loc="upper right")
+        ax_gp.legend(fontsize=8, loc="upper right")
     ax_gp.set_title(f"stage {stage}: GP posterior over log(lr) (red dashes: diverged)")
     ax_gp.set_xlabel("LR")
     ax_gp.set_ylabel("forecast loss")
@@ -428,16 +700,31 @@ def render_figures(
     run = _as_run(run)
     series = step_series(run, replay)
     fva = forecast_vs_actual(run)
+    objective = objective_series(run)
     out: dict[str, bytes] = {}
-    fig = _figure(11, 7)
-    grid = fig.add_gridspec(2, 3, left=0.07, right=0.98, top=0.95, bottom=0.08, hspace=0.35)
-    axes = (
-        fig.add_subplot(grid[0, :2]),
-        fig.add_subplot(grid[1, :2]),
-        fig.add_subplot(grid[:, 2]),
+    rows = 3 if objective is not None else 2
+    fig = _figure(12, 3.3 * rows + 0.8)
+    grid = fig.add_gridspec(
+        rows * 2,
+        3,
+        left=0.07,
+        right=0.98,
+        top=1 - 0.75 / (3.3 * rows + 0.8),
+        bottom=0.55 / (3.3 * rows + 0.8),
+        hspace=1.1,
+        wspace=0.3,
     )
-    fig.subplots_adjust(wspace=0.35)
-    _draw_overview(axes, series, fva)
+    axes = {
+        "lr": fig.add_subplot(grid[0:2, :2]),
+        "loss": fig.add_subplot(grid[2:4, :2]),
+        "fva": fig.add_subplot(grid[0:rows, 2]),
+        "error": fig.add_subplot(grid[rows : 2 * rows, 2]),
+    }
+    if objective is not None:
+        axes["objective"] = fig.add_subplot(grid[4:6, :2], sharex=axes["lr"])
+    axes["loss"].sharex(axes["lr"])
+    fig.text(0.01, 0.995, _settings_line(run), fontsize=8.5, va="top", ha="left", wrap=True)
+    _draw_overview(axes, run, series, fva, objective)
     out["overview"] = _png(fig)
     for st in run.stages:
         if not st.probes:
@@ -514,18 +801,32 @@ def _fmt(v: Any, spec: str = ".4g") -> str:
     return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
 
 
+def _resumed_note(run: LoggedRun) -> str:
+    steps = [r["step"] for r in run.resumes]
+    if not steps:
+        return ""
+    return (
+        f" Resumed from a checkpoint at step(s) {', '.join(map(str, steps))}: one run "
+        f"across {len(steps) + 1} segments ({len(run.abandoned)} record(s) of work "
+        "redone after a resume are left out)."
+    )
+
+
 def _img(data: bytes, alt: str) -> str:
     b64 = base64.b64encode(data).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
 
 def _html(run: LoggedRun, images: dict[str, bytes], result: ReplayResult | None) -> str:
-    cfg = run.config
-    keys = ("min_lr", "max_lr", "total_steps", "probes", "tau", "tau_probe", "objective")
-    settings = ", ".join(f"{k}={cfg.get(k)}" for k in keys if k in cfg)
+    eff = effective_settings(run)
+    settings = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(given)}</td>"
+        f"<td>{html.escape(used)}</td></tr>"
+        for k, given, used in settings_rows(run)
+    )
     probes = run.of_type(PROBE)
-    search = sum(len(p["train_losses"]) for p in probes)
-    total = run.run_end["total"] if run.run_end else run.last_step
+    search = eff["search_steps"]
+    total = eff["steps"]
     if result is None:
         check = "not replayed"
     elif result.matches:
@@ -584,10 +885,13 @@ td, th {{ border: 1px solid #ccc; padding: 2px 8px; text-align: right; }}
 img {{ max-width: 100%; }}
 </style></head><body>
 <h1>autolr run: {title}</h1>
-<p>{html.escape(settings)}</p>
+<h2>Settings</h2>
+<table><tr><th>setting</th><th>configured (-: autolr's plan)</th><th>used</th></tr>
+{settings}
+</table>
 <p>{total} steps, {search} of them probing ({100 * search / max(total, 1):.0f}%),
 {len(run.stages)} stages, {len(probes)} probes, {len(run.of_type(ROLLBACK))} rollbacks.
-Check: {html.escape(check)}.</p>
+Check: {html.escape(check)}.{html.escape(_resumed_note(run))}</p>
 {f"<ul>{notes}</ul>" if notes else ""}
 <h2>Stages</h2>
 <table><tr>{head}</tr>
