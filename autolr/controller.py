@@ -280,6 +280,7 @@ class AutoLRS:
         self._lr_scale = 1.0
         self._recoveries = 0
         self._warmup_from = 0
+        self._warmup_end = self.config.warmup_steps  # the step the warmup ends at
         self._trace = trace
         self.trace_lr: array[float] = array("d")
         self.trace_loss: array[float] = array("d")
@@ -488,6 +489,8 @@ class AutoLRS:
             # The state training starts from: where a non-finite warmup step goes back to.
             self._snapshot = self._capture_live()
             self._warmup_from = self.global_step
+            self._warmup_end = self.global_step + self.config.warmup_steps
+            self.phase = Phase.WARMUP
             self._log_phase(Phase.WARMUP)
             self._apply_lr(self._warmup_lr(self.global_step))
         else:
@@ -541,7 +544,7 @@ class AutoLRS:
             self._recover("warmup")
             return
         self._recent.append(value)
-        if self.global_step >= self.config.warmup_steps:
+        if self.global_step >= self._warmup_end:
             self._begin_stage()
         else:
             self._apply_lr(self._warmup_lr(self.global_step))
@@ -1094,7 +1097,7 @@ class AutoLRS:
 
     def _warmup_lr(self, step: int) -> float:
         target = (self.config.warmup_lr or self._default_lr()) * self._lr_scale
-        left = self.config.warmup_steps - self._warmup_from
+        left = self._warmup_end - self._warmup_from
         return target * (step - self._warmup_from + 1) / max(left, 1)
 
     def _anneal_lr(self) -> float:
@@ -1160,6 +1163,7 @@ class AutoLRS:
                 "lr_scale": self._lr_scale,
                 "count": self._recoveries,
                 "warmup_from": self._warmup_from,
+                "warmup_end": self._warmup_end,
             },
             "strategy": self.strategy.state_dict(),
             "search_range": list(self.search_range) if self.search_range is not None else None,
@@ -1216,6 +1220,7 @@ class AutoLRS:
             new["_lr_scale"] = float(recovery["lr_scale"])
             new["_recoveries"] = int(recovery["count"])
             new["_warmup_from"] = int(recovery["warmup_from"])
+            new["_warmup_end"] = int(recovery.get("warmup_end", saved.warmup_steps))
             found = state.get("search_range", [saved.min_lr, saved.max_lr])
             new["search_range"] = (
                 (float(found[0]), float(found[1])) if None not in (found or [None]) else None

@@ -315,7 +315,8 @@ def test_wrong_types_and_empty_files(tmp_path: Path) -> None:
         load_run(empty)
     with pytest.raises(LogFormatError, match="no such file"):
         load_run(tmp_path / "absent.jsonl")
-    start = {"type": "run_start", "schema_version": 1, "step": 0, "config": {}, "initial_lrs": []}
+    start = {"type": "run_start", "schema_version": 1, "step": 0, "initial_lrs": []}
+    start["config"] = {"min_lr": -1.0}  # null is fine (no range given), a negative LR is not
     with pytest.raises(LogFormatError, match=r"line 1: field 'config.min_lr' must be a positive"):
         load_run(write_lines(tmp_path / "config.jsonl", [start]))
     start["config"] = {"min_lr": 1e-3, "max_lr": 1.0}

@@ -117,7 +117,7 @@ def test_anneal_probes_cool_down_and_the_exploit_keeps_the_pre_cooldown_state(ta
 
 def test_anneal_run_holds_then_decays_and_replays_exactly(task, tmp_path):
     path = tmp_path / "anneal.jsonl"
-    _, opt, tuner = _run(task, 1000, {"strategy": "anneal", "log_path": path})
+    _, opt, tuner = _run(task, 1000, {"strategy": "anneal", "log_path": path, "warmup_steps": 20})
     assert tuner.finished and len(tuner.log.of_type("stage_start")) == 1
     anneal_start = 1000 - tuner.config.anneal_steps
     lrs = list(tuner.trace_lr)
@@ -164,3 +164,13 @@ def test_resume_mid_range_test_continues_it_exactly(task):
         == full.log.of_type("range_test")[0]["lr_range"]
     )
     assert math.isclose(resumed.lr, full.lr)
+
+
+def test_range_test_then_warmup_then_the_race(task):
+    _, _, tuner = _run(task, 800, {"strategy": "anneal", "warmup_steps": 30})
+    phases = [r["phase"] for r in tuner.log.of_type("phase")]
+    assert phases[:2] == ["range", "warmup"] and tuner.finished
+    ramp = len(tuner.log.of_type("range_test")[0]["losses"])
+    assert tuner.log.of_type("stage_start")[0]["step"] == ramp + 30
+    lrs = list(tuner.trace_lr)[ramp : ramp + 30]
+    assert all(b > a for a, b in zip(lrs, lrs[1:]))  # the warmup ramps up after the test

@@ -256,7 +256,9 @@ def _drive(run: LoggedRun, tuner: AutoLRS, fed: list[tuple[int, float, str, floa
     }
     stage0 = run.stage(0)
     first = int(stage0.start["step"]) if stage0 is not None else 0
-    warm = _feed_warmup(stage0, tuner.config.warmup_steps, sum(1 for s in nan_steps if s <= first))
+    ramp_steps = len(run.of_type(RANGE_TEST)[0]["losses"]) if run.of_type(RANGE_TEST) else 0
+    skip = ramp_steps + sum(1 for s in nan_steps if s <= first)  # steps not fed from `warm`
+    warm = _feed_warmup(stage0, tuner.config.warmup_steps, skip)
     exploit: dict[int, deque[float | None]] = {
         st.index: deque(st.exploit_losses()) for st in run.stages
     }
