@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -225,8 +226,11 @@ def test_a_configured_scheduler_changes_nothing_of_the_run(tmp_path):
     cb_plain = AutoLRSCallback(1e-3, 1.0, log_path=log_plain, **OPTIONS)
     _, plain, _ = fit(tmp_path / "plain", cb=cb_plain)
     cb = AutoLRSCallback(1e-3, 1.0, log_path=log_sched, **OPTIONS)
-    with pytest.warns(SchedulerConflictWarning, match=r"disabled the LR scheduler\(s\)"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         _, module, trainer = fit(tmp_path / "sched", module=TinyModule(scheduler=True), cb=cb)
+    conflicts = [str(w.message) for w in caught if w.category is SchedulerConflictWarning]
+    assert len(conflicts) == 1 and "disabled the LR scheduler(s) ['StepLR']" in conflicts[0]
     assert trainer.lr_scheduler_configs == []
     assert module.used_lrs == plain.used_lrs and module.losses == plain.losses
     assert _same(copy.deepcopy(module.state_dict()), copy.deepcopy(plain.state_dict()))

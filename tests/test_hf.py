@@ -153,11 +153,13 @@ class TrainerView(TrainerCallback):
         self.rows.append(dict(logs))
 
 
-def train(tmp_path, callback_options=None, resume=None, optimizers=(None, None), **args_kw):
+def train(
+    tmp_path, callback_options=None, resume=None, optimizers=(None, None), model=None, **args_kw
+):
     cb = AutoLRSCallback(min_lr=1e-4, max_lr=1e-1, **{**OPTIONS, **(callback_options or {})})
     rec, view = Recorder(cb), TrainerView()
     trainer = Trainer(
-        model=make_model(args_kw.pop("dropout", 0.0)),
+        model=model if model is not None else make_model(args_kw.pop("dropout", 0.0)),
         args=make_args(tmp_path, **args_kw),
         train_dataset=Sequences(),
         callbacks=[view, cb, rec],
@@ -303,7 +305,7 @@ def test_a_scheduler_given_to_the_trainer_warns_and_is_overridden(tmp_path):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.1)
     with pytest.warns(SchedulerConflictWarning, match=r"its own lr_scheduler \(StepLR\)"):
-        trainer, cb, rec, _ = train(tmp_path, optimizers=(opt, sched))
+        trainer, cb, rec, _ = train(tmp_path, optimizers=(opt, sched), model=model)
     assert_used_is_decided(rec, STEPS)
     rows = [r for r in trainer.state.log_history if "loss" in r]
     assert [r["learning_rate"] for r in rows] == [u[0] for u in rec.used]
