@@ -450,10 +450,14 @@ class AutoLRSCallback(TrainerCallback):
                 total.zero_()
             return
         if not self._warned_nan:
+            fix = (
+                "attach the callback with AutoLRSCallback(...).attach(trainer)"
+                if self._trainer is None
+                else "this transformers version keeps the sum where the callback cannot reach it"
+            )
             warnings.warn(
-                "a non-finite training loss; this transformers version keeps it in the "
-                "Trainer's running loss, so later logged losses may stay non-finite. Use "
-                "AutoLRSCallback(...).attach(trainer)",
+                "a non-finite training loss stays in the Trainer's running loss sum, so later "
+                f"logged losses may stay non-finite: {fix}",
                 AutoLRWarning,
                 stacklevel=2,
             )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import math
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from safetensors.torch import load_file  # noqa: E402
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback  # noqa: E402
 
 from autolr import AutoLRS, Phase  # noqa: E402
-from autolr.errors import SchedulerConflictWarning, StateError  # noqa: E402
+from autolr.errors import AutoLRWarning, SchedulerConflictWarning, StateError  # noqa: E402
 from autolr.integrations.hf import STATE_FILE, AutoLRSCallback  # noqa: E402
 from autolr.runlog import read_run_log  # noqa: E402
 from tests.test_faults_lightning import _finite, _same  # noqa: E402
@@ -110,6 +111,15 @@ def test_nan_in_the_anneal_goes_back_to_its_start_and_the_run_ends_finite(tmp_pa
     assert {r["reason"] for r in rollbacks} == {"non-finite loss in the anneal"}
     assert _finite(trainer.model.state_dict())
     assert _finite(trainer.optimizer.state_dict()["state"])
+
+
+def test_without_a_trainer_to_reach_a_non_finite_loss_is_warned_of_once():
+    cb = AutoLRSCallback(min_lr=1e-4, max_lr=1e-1, **OPTIONS)
+    with pytest.warns(AutoLRWarning, match=r"running loss sum.*attach\(trainer\)"):
+        cb._clear_loss_sum()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cb._clear_loss_sum()
 
 
 # --------------------------------------------------- bad state on resume
