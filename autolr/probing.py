@@ -10,6 +10,7 @@ takes the same decisions.
 from __future__ import annotations
 
 import math
+import numbers
 import statistics
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from autolr.errors import InputError
 from autolr.snapshot import Snapshot, Stateful, capture, restore
 
 
@@ -128,6 +130,109 @@ class ProbeOutcome:
     val: list[tuple[float, float | None]] | None = None
     end_state: Snapshot | None = None
     error: str | None = None
+
+
+def check_outcome(
+    out: Any, request: ProbeRequest, snapshot: Snapshot | None = None
+) -> ProbeOutcome:
+    """A backend's answer to ``request``, checked and cleaned for the controller.
+
+    What a backend returns crossed a process boundary (a Ray worker of another
+    version, a custom backend with a bug): checked here, a bad answer fails one
+    probe instead of crashing the controller or counting steps never taken.
+
+    Args:
+        out: what the backend returned for ``request``.
+        request: the probe asked for (its ``steps`` bound the losses returned).
+        snapshot: the snapshot the probe started from; an ``end_state`` must
+            have its model's keys, shapes and dtypes and its number of param groups.
+
+    Returns:
+        A new :class:`ProbeOutcome`: losses as floats, non-finite ones as None;
+        no ``end_state`` unless ``request.keep_state``.
+
+    Raises:
+        InputError: ``out`` is not a ProbeOutcome, has more losses than
+            ``request.steps``, a loss or validation value that is not a number,
+            validation values out of order or missing for a validation objective,
+            or an end state that does not fit the snapshot (named in the message).
+    """
+    if not isinstance(out, ProbeOutcome):
+        raise InputError(f"malformed probe outcome: expected a ProbeOutcome, got {_kind(out)}")
+    if out.error is not None and not isinstance(out.error, str):
+        raise InputError(f"malformed probe outcome: error must be a str, got {_kind(out.error)}")
+    if not isinstance(out.train_losses, (list, tuple)):
+        raise InputError(
+            f"malformed probe outcome: train_losses must be a list, got {_kind(out.train_losses)}"
+        )
+    if len(out.train_losses) > request.steps:
+        raise InputError(
+            f"malformed probe outcome: {len(out.train_losses)} losses for a probe of "
+            f"{request.steps} steps"
+        )
+    losses = [_loss_or_none(v, f"train_losses[{i}]") for i, v in enumerate(out.train_losses)]
+    val: list[tuple[float, float | None]] | None = None
+    if request.val_every > 0 and out.val is None and out.error is None and losses:
+        raise InputError("malformed probe outcome: no validation values for a validation objective")
+    if out.val is not None:
+        if request.val_every <= 0:
+            raise InputError(
+                "malformed probe outcome: validation values for a training-loss objective"
+            )
+        if not isinstance(out.val, (list, tuple)):
+            raise InputError(f"malformed probe outcome: val must be a list, got {_kind(out.val)}")
+        val = []
+        last = 0.0
+        for i, pair in enumerate(out.val):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise InputError(f"malformed probe outcome: val[{i}] must be a (t, loss) pair")
+            t = _loss_or_none(pair[0], f"val[{i}] step")
+            if t is None or not last < t <= len(losses):
+                raise InputError(
+                    f"malformed probe outcome: val[{i}] is at step {pair[0]!r}; steps must "
+                    f"increase within the {len(losses)} steps trained"
+                )
+            last = t
+            val.append((t, _loss_or_none(pair[1], f"val[{i}] loss")))
+    end_state = out.end_state if request.keep_state else None
+    if end_state is not None:
+        if not isinstance(end_state, Snapshot):
+            raise InputError(
+                f"malformed probe outcome: end_state must be a Snapshot, got {_kind(end_state)}"
+            )
+        if snapshot is not None:
+            why = _fits(end_state, snapshot)
+            if why is not None:
+                raise InputError(f"malformed probe outcome: end_state {why}")
+    return ProbeOutcome(train_losses=losses, val=val, end_state=end_state, error=out.error)
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__
+
+
+def _loss_or_none(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"malformed probe outcome: {where} must be a number, got {value!r}")
+    return finite_or_none(float(value))
+
+
+def _fits(state: Snapshot, snapshot: Snapshot) -> str | None:
+    """Why an end state cannot be the same run's state as ``snapshot``, or None."""
+    if not isinstance(state.model, dict) or state.model.keys() != snapshot.model.keys():
+        return "has other model keys than the snapshot"
+    for key, ref in snapshot.model.items():
+        got = state.model[key]
+        if isinstance(ref, torch.Tensor) and not (
+            isinstance(got, torch.Tensor) and got.shape == ref.shape and got.dtype == ref.dtype
+        ):
+            return f"entry {key!r} differs in shape or dtype from the snapshot's"
+    groups = state.optimizer.get("param_groups") if isinstance(state.optimizer, dict) else None
+    if not isinstance(groups, list) or len(groups) != len(snapshot.optimizer["param_groups"]):
+        return "has another number of optimizer param groups than the snapshot"
+    return None
 
 
 class ProbeBackend(Protocol):

@@ -35,6 +35,7 @@ Install with ``pip install "autolr[hf]"``.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -50,6 +51,7 @@ from autolr.errors import AutoLRWarning, ConfigError, SchedulerConflictWarning, 
 require("transformers", "hf")
 
 from transformers import (  # noqa: E402
+    Trainer,
     TrainerCallback,
     TrainerControl,
     TrainerState,
@@ -121,6 +123,10 @@ class AutoLRSCallback(TrainerCallback):
         ConfigError: an option is unknown or out of range (named in the message);
             at ``trainer.train()``: ``max_steps`` too small for one stage, or a
             DeepSpeed/FSDP run (not supported).
+        StateError: at ``trainer.train(resume_from_checkpoint=...)``: the
+            checkpoint's ``autolr_state.pt`` cannot be read or does not fit this
+            run (another model or optimizer, a truncated file); the weights and
+            the optimizer state stay as the Trainer loaded them.
     """
 
     def __init__(
@@ -155,6 +161,8 @@ class AutoLRSCallback(TrainerCallback):
         self._pending: int | None = None
         self._row: dict[str, Any] = {}
         self._first = False
+        self._trainer: Any = None
+        self._warned_nan = False
 
     # ------------------------------------------------------------ set up
     def attach(self, trainer: Any) -> AutoLRSCallback:
@@ -182,6 +190,7 @@ class AutoLRSCallback(TrainerCallback):
             )
         callbacks.insert(0, self)
         self._first = True
+        self._trainer = trainer
         return self
 
     def on_init_end(
@@ -226,6 +235,8 @@ class AutoLRSCallback(TrainerCallback):
                 AutoLRWarning,
                 stacklevel=2,
             )
+        if self._trainer is None:
+            self._trainer = _calling_trainer()
         self._check_scheduler(args, state, scheduler)
         # A warmup scheduler has already set the groups' LRs to 0; the ratios
         # between groups come from the LRs they were configured with.
@@ -254,11 +265,22 @@ class AutoLRSCallback(TrainerCallback):
                 else "training stops before autolr's final anneal",
             )
         try:
+<<<<<<< HEAD
             # The callback holds the Trainer's scheduler itself (watch_lr off).
             options = {"watch_lr": False, **self.options}
             self.tuner = AutoLRS(
                 model, optimizer, self.min_lr, self.max_lr, total_steps=total, **options
             )
+=======
+            with warnings.catch_warnings():
+                # The scheduler was checked above; the callback holds or overrides it.
+                warnings.filterwarnings(
+                    "ignore", "the optimizer has an LR scheduler attached", SchedulerConflictWarning
+                )
+                tuner = AutoLRS(
+                    model, optimizer, self.min_lr, self.max_lr, total_steps=total, **self.options
+                )
+>>>>>>> wt-f
         except ConfigError as exc:
             if self.total_steps is None and "too small" in str(exc):
                 raise ConfigError(
@@ -267,13 +289,16 @@ class AutoLRSCallback(TrainerCallback):
                 ) from exc
             raise
         if saved is not None:
-            self.tuner.load_state_dict(saved["controller"])
+            # Kept off self.tuner until the state loaded: a refused state leaves no
+            # controller behind that never ran.
+            tuner.load_state_dict(saved["controller"])
             logger.info(
                 "AutoLRSCallback: resumed stage %d (%s) at step %d",
-                self.tuner.stage_index,
-                self.tuner.phase.value,
+                tuner.stage_index,
+                tuner.phase.value,
                 state.global_step,
             )
+        self.tuner = tuner
         self._pending = None
         self._hold_scheduler(scheduler)
         self._apply(optimizer)
@@ -405,6 +430,8 @@ class AutoLRSCallback(TrainerCallback):
             return
         self._pending = None
         tuner.step(logs["loss"])
+        if not _finite_number(logs["loss"]):
+            self._clear_loss_sum()
         optimizer = kwargs.get("optimizer")
         if optimizer is not None:
             self._sync_scheduler()
@@ -415,6 +442,34 @@ class AutoLRSCallback(TrainerCallback):
         row = state.log_history[-1] if state.log_history else None
         if row is not None and row.get("step") == state.global_step and "loss" in row:
             row.update(self._row)
+
+    def _clear_loss_sum(self) -> None:
+        """Zero the Trainer's running loss sum after a non-finite step.
+
+        The Trainer resets that sum by subtracting it from itself, which leaves
+        a NaN in place: every later step would log NaN, and the controller would
+        roll back at every step to the end. ``logging_nan_inf_filter`` (which
+        hides the NaN, and with it the divergence) is off, so this is the one
+        place to clear it.
+        """
+        total = getattr(self._trainer, "_tr_loss", None)
+        if isinstance(total, torch.Tensor) and total.numel() == 1:
+            if not bool(torch.isfinite(total)):
+                total.zero_()
+            return
+        if not self._warned_nan:
+            fix = (
+                "attach the callback with AutoLRSCallback(...).attach(trainer)"
+                if self._trainer is None
+                else "this transformers version keeps the sum where the callback cannot reach it"
+            )
+            warnings.warn(
+                "a non-finite training loss stays in the Trainer's running loss sum, so later "
+                f"logged losses may stay non-finite: {fix}",
+                AutoLRWarning,
+                stacklevel=2,
+            )
+            self._warned_nan = True
 
     def _apply(self, optimizer: Any) -> None:
         tuner = self.tuner
@@ -459,13 +514,24 @@ class AutoLRSCallback(TrainerCallback):
             path = os.path.join(folder, STATE_FILE)
             if not os.path.isfile(path):
                 continue
-            saved = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                saved = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, unsafe pickle
+                raise StateError(
+                    f"cannot read the autolr state {path}: {type(exc).__name__}: "
+                    f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                ) from exc
+            if not isinstance(saved, dict):
+                raise StateError(f"{path} holds a {type(saved).__name__}, not an autolr state")
             if saved.get("schema_version") != CALLBACK_STATE_VERSION:
                 raise StateError(
                     f"{path} has schema_version={saved.get('schema_version')!r}; "
                     f"this version reads {CALLBACK_STATE_VERSION}"
                 )
-            if saved.get("trainer_step") == state.global_step:
+            missing = sorted({"trainer_step", "controller"} - set(saved))
+            if missing:
+                raise StateError(f"{path} is missing the key(s) {missing}")
+            if saved["trainer_step"] == state.global_step:
                 return saved
         return None
 
@@ -485,6 +551,30 @@ class AutoLRSCallback(TrainerCallback):
             tuner.search_steps,
             tuner.summary(),
         )
+
+
+def _finite_number(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _calling_trainer() -> Any:
+    """The ``transformers.Trainer`` whose hook is running, found up the call stack, or None.
+
+    Callbacks given as ``Trainer(callbacks=[...])`` get no reference to it; the
+    one use is :meth:`AutoLRSCallback._clear_loss_sum`.
+    """
+    frame = inspect.currentframe()
+    for _ in range(8):
+        frame = frame.f_back if frame is not None else None
+        if frame is None:
+            return None
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, Trainer):
+            return owner
+    return None
 
 
 def _checkpoint_dir(output_dir: str | None, step: int) -> str:

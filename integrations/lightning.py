@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -198,6 +199,7 @@ class AutoLRSCallback(Callback):
         if scaler is not None and hasattr(scaler, "state_dict"):
             extra.setdefault("grad_scaler", scaler)
         try:
+<<<<<<< HEAD
             self.tuner = AutoLRS(
                 pl_module,
                 trainer.optimizers[0],
@@ -207,26 +209,44 @@ class AutoLRSCallback(Callback):
                 extra_state=extra,
                 **{"watch_lr": False, **options},  # the callback handles schedulers itself
             )
+=======
+            with warnings.catch_warnings():
+                # The trainer's schedulers were disabled at on_fit_start, with a warning.
+                warnings.filterwarnings(
+                    "ignore", "the optimizer has an LR scheduler attached", SchedulerConflictWarning
+                )
+                tuner = AutoLRS(
+                    pl_module,
+                    trainer.optimizers[0],
+                    self.min_lr,
+                    self.max_lr,
+                    self._budget,
+                    extra_state=extra,
+                    **options,
+                )
+>>>>>>> wt-f
         except ConfigError as exc:
             if not source:
                 raise
             raise ConfigError(_budget_message(exc, source)) from exc
         if pending is not None:
-            self.tuner.load_state_dict(pending["tuner"])
+            # Kept off self.tuner until the state loaded: on a refused state no
+            # hook (on_exception among them) acts on a controller that never ran.
+            tuner.load_state_dict(pending["tuner"])
+            loss_sum = pending["loss_sum"]
             self._loss_count = int(pending["loss_count"])
             self._loss_sum = (
-                None
-                if pending["loss_sum"] is None
-                else torch.tensor(pending["loss_sum"], device=pl_module.device)
+                None if loss_sum is None else torch.tensor(loss_sum, device=pl_module.device)
             )
             logger.info(
                 "AutoLRSCallback resumed at step %d (stage %d, %s)",
-                self.tuner.global_step,
-                self.tuner.stage_index,
-                self.tuner.phase.value,
+                tuner.global_step,
+                tuner.stage_index,
+                tuner.phase.value,
             )
         else:
             self._loss_sum, self._loss_count = None, 0
+        self.tuner = tuner
         self._last_step = trainer.global_step
 
     def on_before_optimizer_step(
@@ -335,7 +355,9 @@ class AutoLRSCallback(Callback):
         """Keep a checkpoint's state; the controller loads it when training starts.
 
         Raises:
-            StateError: the state has an unknown schema version or misses a key.
+            StateError: the state has an unknown schema version, misses a key or
+                has an entry of the wrong type. The controller's own state is
+                checked when training starts (:meth:`autolr.AutoLRS.load_state_dict`).
         """
         if not state_dict:
             return
@@ -348,6 +370,16 @@ class AutoLRSCallback(Callback):
         missing = sorted({"total_steps", "tuner", "loss_sum", "loss_count"} - set(state_dict))
         if missing:
             raise StateError(f"AutoLRSCallback state is missing the key(s) {missing}")
+        checks = {
+            "total_steps": _is_int(state_dict["total_steps"]) or state_dict["total_steps"] is None,
+            "tuner": isinstance(state_dict["tuner"], Mapping),
+            "loss_sum": state_dict["loss_sum"] is None or _is_number(state_dict["loss_sum"]),
+            "loss_count": _is_int(state_dict["loss_count"]),
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            got = ", ".join(f"{name}={type(state_dict[name]).__name__}" for name in bad)
+            raise StateError(f"AutoLRSCallback state has entries of the wrong type: {got}")
         self._pending = dict(state_dict)
 
 
@@ -356,6 +388,14 @@ def _budget_message(exc: ConfigError, source: str) -> str:
         f"AutoLRSCallback: {exc} (total_steps taken from {source}; train longer, or pass "
         "fewer probes or a smaller min_probe_steps)"
     )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _loss_of(outputs: Any) -> torch.Tensor | None:

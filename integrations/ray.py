@@ -35,7 +35,14 @@ import torch
 from torch import nn
 
 from autolr.errors import AutoLRError, ConfigError, InputError, require
-from autolr.probing import ProbeOutcome, ProbeRequest, TrainStep, group_ratios, run_probe
+from autolr.probing import (
+    ProbeOutcome,
+    ProbeRequest,
+    TrainStep,
+    check_outcome,
+    group_ratios,
+    run_probe,
+)
 from autolr.snapshot import Snapshot, Stateful, capture, restore
 
 ray: Any = require("ray", "ray")
@@ -153,7 +160,8 @@ class RayProber:
     at once (more requests than workers queue). With ``q = 1`` and the same
     seed, it takes the same decisions as :class:`autolr.probing.LocalProber`.
 
-    Faults: a probe whose actor dies or raises is retried ``retries`` times,
+    Faults: a probe whose actor dies, raises or answers with a malformed
+    outcome (see :func:`autolr.probing.check_outcome`) is retried ``retries`` times,
     each time on a new actor; after that it is returned as a failed probe
     (``ProbeOutcome.error``) and the search goes on. A probe that runs longer
     than ``timeout_s`` is stopped (its actor killed and replaced) and returned
@@ -425,7 +433,7 @@ class RayProber:
         job = slot.job
         assert job is not None
         try:
-            out = ray.get(slot.ref)
+            out = check_outcome(ray.get(slot.ref), job.request, self._snapshot)
         except Exception as exc:  # noqa: BLE001 - a failed probe is data, not a crash
             message = _describe(exc)
             self.failures += 1
@@ -491,7 +499,10 @@ def _kill(actor: Any) -> None:
 def _describe(exc: BaseException) -> str:
     """A one-line message: the user's exception for a task error, else Ray's own."""
     cause = getattr(exc, "cause", None) if isinstance(exc, ray.exceptions.RayTaskError) else None
-    if isinstance(cause, BaseException):
+    if isinstance(exc, InputError) and not isinstance(exc, ray.exceptions.RayTaskError):
+        # A malformed outcome, named by check_outcome.
+        text = str(exc)
+    elif isinstance(cause, BaseException):
         lines = str(cause).strip().splitlines()
         text = f"{type(cause).__name__}: {lines[0] if lines else ''}"
     elif isinstance(exc, ray.exceptions.RayActorError):

@@ -143,9 +143,17 @@ def test_autolr_hook_filters_settings() -> None:
     settings = {"probes": 10, "decide_by": "posterior"}  # an option this version removed
     accepted, ignored = autolr_hook._split_settings(AutoLRS, settings)
     assert accepted == {"probes": 10} and ignored == ["decide_by"]
+    # Every variant's settings are options of this AutoLRS: none silently dropped.
+    for variant in autolr_hook.VARIANTS.values():
+        kept, dropped = autolr_hook._split_settings(AutoLRS, variant.settings)
+        assert kept == variant.settings and dropped == [], variant.name
+
+
+def test_autolr_hook_availability_says_why_autolr_is_missing(monkeypatch) -> None:
+    assert autolr_hook.availability() == (True, "")
+    monkeypatch.setitem(sys.modules, "autolr", None)  # as if not installed
     ok, err = autolr_hook.availability()
-    assert isinstance(ok, bool) and (ok or err)
-    assert set(autolr_hook.VARIANTS) == {"autolr", "autolr-paper"}
+    assert ok is False and "Error: import of autolr halted" in err
 
 
 def test_runner_strict_fails_on_a_failed_run(tmp_path: Path, monkeypatch) -> None:

@@ -24,8 +24,11 @@ def test_demo_prints_stages_and_writes_log_and_plot(tmp_path, capsys):
 
 
 def test_cli_requires_a_command(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         main([])
+    assert exit_info.value.code == 2  # argparse's usage error
+    err = capsys.readouterr().err
+    assert "usage: autolr" in err and "required: command" in err
 
 
 def test_version_is_printed(capsys):

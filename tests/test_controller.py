@@ -39,10 +39,12 @@ def test_plain_loop_runs_the_stages_within_the_budget(task):
     probes = tuner.log.of_type("probe")
     assert all(1e-3 <= p["lr"] <= 1.0 for p in probes)
     decisions = tuner.log.of_type("decision")
-    for d in decisions:
+    best = [d for d in decisions if d["reason"] == "best_forecast"]
+    assert best, [d["reason"] for d in decisions]
+    for d in best:
         finite = [c for c in d["candidates"] if c["forecast"] is not None]
-        if d["reason"] == "best_forecast":
-            assert d["forecast"] == min(c["forecast"] for c in finite)
+        assert d["forecast"] == min(c["forecast"] for c in finite)
+        assert d["lr"] == min(finite, key=lambda c: c["forecast"])["lr"]
     # The last 10% anneals linearly down.
     tail = used[-60:]
     assert all(b <= a + 1e-12 for a, b in zip(tail, tail[1:]))
@@ -101,9 +103,14 @@ def test_diverging_probes_are_marked_and_the_run_goes_on():
         len(p["train_losses"]) < 0.5 * max(len(q["train_losses"]) for q in probes) for p in diverged
     ), "early abort saves the rest of the probe"
     assert all(math.isfinite(v) for v in model.state_dict()["0.weight"].flatten().tolist())
-    for d in tuner.log.of_type("decision"):
+    decisions = tuner.log.of_type("decision")
+    assert any(d["reason"] != "fallback" for d in decisions)
+    for d in decisions:
         chosen = [c for c in d["candidates"] if c["lr"] == d["lr"]]
-        assert not chosen or not chosen[0]["diverged"]
+        if d["reason"] == "fallback":
+            continue  # min_lr, not a candidate
+        # A probed LR was chosen, and it is not one that diverged.
+        assert len(chosen) == 1 and not chosen[0]["diverged"], d
 
 
 def test_nan_during_exploit_rolls_back_and_decides_again(task):

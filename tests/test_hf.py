@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import copy
 import warnings
 from typing import Any
 
@@ -95,6 +95,7 @@ class Recorder(TrainerCallback):
         self.decided: list[list[float]] = []
         self.restores_checked = 0
         self.at_save: dict[int, tuple[Any, ...]] = {}
+        self.states_at_save: dict[int, dict[str, Any]] = {}
         self.at_begin: tuple[Any, ...] | None = None
 
     def _decision(self) -> list[float]:
@@ -143,6 +144,8 @@ class Recorder(TrainerCallback):
 
     def on_save(self, args, state, control, **kw):
         self.at_save[state.global_step] = self._where()
+        assert self.cb.tuner is not None
+        self.states_at_save[state.global_step] = copy.deepcopy(self.cb.tuner.state_dict())
 
 
 class TrainerView(TrainerCallback):
@@ -359,11 +362,31 @@ def test_a_callback_that_silences_the_log_is_an_error(tmp_path):
         trainer.train()
 
 
-def test_checkpoint_state_is_plain_tensors(tmp_path):
-    train(tmp_path, save_strategy="steps", save_steps=45)
+def _plain_and_equal(a: Any, b: Any, where: str = "state") -> None:
+    """``a`` holds only tensors and JSON-like data, and equals ``b`` (tensors bit for bit)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            _plain_and_equal(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _plain_and_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a is None or isinstance(a, (bool, int, float, str)), (where, type(a))
+        assert a == b or (a != a and b != b), where  # NaN equals NaN here
+
+
+def test_checkpoint_state_is_plain_tensors_and_the_controllers_at_that_step(tmp_path):
+    _, cb, rec, _ = train(tmp_path, save_strategy="steps", save_steps=45)
     saved = torch.load(tmp_path / "checkpoint-45" / STATE_FILE, weights_only=True)
-    assert saved["trainer_step"] == 45 and saved["controller"]["global_step"] == 45
-    assert not math.isnan(saved["controller"]["lr"])
+    assert saved["trainer_step"] == 45
+    # What the checkpoint holds is the controller's state when it was written, not a
+    # later one (the run went on to step 90) nor a partial one.
+    assert cb.tuner is not None and cb.tuner.global_step == STEPS
+    _plain_and_equal(saved["controller"], rec.states_at_save[45], "controller")
 
 
 class StopAt(TrainerCallback):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from autolr import AutoLRS, Phase
-from autolr.snapshot import capture, restore
+from autolr.snapshot import capture, resolve_snapshot_device, restore
 from tests.conftest import Regression, make_model, train_step
 
 
@@ -134,11 +134,35 @@ def test_restore_snapshot_method(task):
     _assert_identical(start, _state(model, opt))
 
 
-def test_snapshot_on_same_device():
-    model = make_model()
+def test_snapshot_device_same_follows_the_model_and_a_name_is_taken_as_given():
+    # On the CPU "same" and the default ("cpu") agree for a CPU model; a model on
+    # the meta device (no data, no accelerator needed) tells them apart.
+    model = make_model().to("meta")
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    assert resolve_snapshot_device(model, "same") == torch.device("meta")
+    assert resolve_snapshot_device(model, "cpu") == torch.device("cpu")
+    assert resolve_snapshot_device(model, "cuda:1") == torch.device("cuda", 1)
+    assert resolve_snapshot_device(torch.nn.Module(), "same") == torch.device("cpu")
     tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=2000, snapshot_device="same")
     snap = tuner._snapshot
-    assert snap is not None
-    assert all(v.device == next(model.parameters()).device for v in snap.model.values())
-    assert snap.nbytes > 0
+    assert snap is not None and tuner._snapshot_device == torch.device("meta")
+    assert {v.device.type for v in snap.model.values()} == {"meta"}
+    moments = [t for st in snap.optimizer["state"].values() for t in st.values()]
+    assert all(t.device.type == "meta" for t in moments if isinstance(t, torch.Tensor))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: a GPU model's snapshot")
+def test_snapshot_of_a_gpu_model_is_on_the_gpu_with_same_and_on_the_cpu_by_default(task):
+    model = make_model().cuda()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = (t.cuda() for t in task.batch_at(0))
+    torch.nn.functional.mse_loss(model(x), y).backward()
+    opt.step()  # momentum buffers in the snapshot too
+    same = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=2000, snapshot_device="same")
+    default = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=2000)
+    assert same._snapshot is not None and default._snapshot is not None
+    assert {v.device.type for v in same._snapshot.model.values()} == {"cuda"}
+    assert {v.device.type for v in default._snapshot.model.values()} == {"cpu"}
+    for key, value in model.state_dict().items():
+        assert torch.equal(same._snapshot.model[key], value)
+        assert torch.equal(default._snapshot.model[key].cuda(), value)
