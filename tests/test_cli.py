@@ -28,7 +28,7 @@ def test_cli_requires_a_command(capsys):
         main([])
     assert exit_info.value.code == 2  # argparse's usage error
     err = capsys.readouterr().err
-    assert "usage: autolr" in err and "required: command" in err
+    assert "usage: autolr" in err and "required: COMMAND" in err
 
 
 def test_version_is_printed(capsys):
