@@ -7,7 +7,8 @@ Usage::
     python -m benchmarks.experiments.run_strategy --summary
 
 Results go to ``benchmarks/experiments/results/strategy_<workload>_<steps>.json``
-(runs already there are skipped); ``--summary`` prints, per workload and variant,
+(runs already there are skipped; ``--part b`` writes ``..._b.json`` so that two
+processes can share a workload); ``--summary`` prints, per workload and variant,
 the median and worst seed of final validation loss against the grid-tuned best
 schedule (``grid_<workload>_<steps>.json``, see :mod:`benchmarks.experiments.grid`).
 """
