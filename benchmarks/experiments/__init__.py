@@ -1,0 +1,1 @@
+"""Standalone experiments on decision strategies (not part of the library)."""
