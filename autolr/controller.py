@@ -54,8 +54,10 @@ from autolr.inputs import check_parts, finite_weights, loss_value
 from autolr.plan import StagePlan
 from autolr.probing import (
     ProbeBackend,
+    ProbeOutcome,
     ProbeRecord,
     ProbeRequest,
+    check_outcome,
     finite_or_none,
     group_ratios,
     set_group_lrs,
@@ -756,8 +758,13 @@ class AutoLRS:
             )
             for i, lr in enumerate(lrs)
         ]
-        outcomes = self.prober.run(self._snapshot, requests)
-        for req, out in zip(requests, outcomes):
+        answers: list[Any] = list(self.prober.run(self._snapshot, requests))
+        answers += [None] * (len(requests) - len(answers))  # a missing answer is a failed probe
+        for req, answer in zip(requests, answers):
+            try:
+                out = check_outcome(answer, req, self._snapshot)
+            except InputError as exc:
+                out = ProbeOutcome(train_losses=[], error=str(exc))
             probe = ProbeRecord(lr=req.lr, train_losses=list(out.train_losses))
             self.global_step += probe.steps
             self.search_steps += probe.steps

@@ -265,22 +265,15 @@ class AutoLRSCallback(TrainerCallback):
                 else "training stops before autolr's final anneal",
             )
         try:
-<<<<<<< HEAD
             # The callback holds the Trainer's scheduler itself (watch_lr off).
-            options = {"watch_lr": False, **self.options}
-            self.tuner = AutoLRS(
-                model, optimizer, self.min_lr, self.max_lr, total_steps=total, **options
+            tuner = AutoLRS(
+                model,
+                optimizer,
+                self.min_lr,
+                self.max_lr,
+                total_steps=total,
+                **{"watch_lr": False, **self.options},
             )
-=======
-            with warnings.catch_warnings():
-                # The scheduler was checked above; the callback holds or overrides it.
-                warnings.filterwarnings(
-                    "ignore", "the optimizer has an LR scheduler attached", SchedulerConflictWarning
-                )
-                tuner = AutoLRS(
-                    model, optimizer, self.min_lr, self.max_lr, total_steps=total, **self.options
-                )
->>>>>>> wt-f
         except ConfigError as exc:
             if self.total_steps is None and "too small" in str(exc):
                 raise ConfigError(

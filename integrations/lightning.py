@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -199,8 +198,7 @@ class AutoLRSCallback(Callback):
         if scaler is not None and hasattr(scaler, "state_dict"):
             extra.setdefault("grad_scaler", scaler)
         try:
-<<<<<<< HEAD
-            self.tuner = AutoLRS(
+            tuner = AutoLRS(
                 pl_module,
                 trainer.optimizers[0],
                 self.min_lr,
@@ -209,22 +207,6 @@ class AutoLRSCallback(Callback):
                 extra_state=extra,
                 **{"watch_lr": False, **options},  # the callback handles schedulers itself
             )
-=======
-            with warnings.catch_warnings():
-                # The trainer's schedulers were disabled at on_fit_start, with a warning.
-                warnings.filterwarnings(
-                    "ignore", "the optimizer has an LR scheduler attached", SchedulerConflictWarning
-                )
-                tuner = AutoLRS(
-                    pl_module,
-                    trainer.optimizers[0],
-                    self.min_lr,
-                    self.max_lr,
-                    self._budget,
-                    extra_state=extra,
-                    **options,
-                )
->>>>>>> wt-f
         except ConfigError as exc:
             if not source:
                 raise
