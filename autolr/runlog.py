@@ -555,6 +555,10 @@ class _Reader:
                     self.flaw(f"{where}: truncated last line", f"skipped ({exc.msg})")
                     continue
                 raise LogFormatError(f"{where}: not valid JSON ({exc.msg})") from None
+            except RecursionError:
+                raise LogFormatError(
+                    f"{where}: nested too deeply to read (not a record autolr writes)"
+                ) from None
             if not isinstance(rec, dict):
                 raise LogFormatError(f"{where}: expected a JSON object, got {type(rec).__name__}")
             checked = self.check(rec, where)
