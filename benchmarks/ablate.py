@@ -32,8 +32,8 @@ from tqdm import tqdm
 from benchmarks import autolr_hook
 from benchmarks.autolr_hook import AutoLRVariant
 from benchmarks.methods import RunSpec, run_one
+from benchmarks.provenance import _git_commit, _rounded, autolr_source_hash
 from benchmarks.report import ABLATION_DIR, REPORT_PATH, RESULTS_DIR, build_report
-from benchmarks.run import _git_commit, _rounded, autolr_source_hash
 from benchmarks.workloads import WORKLOADS
 
 DEFAULT = "default"

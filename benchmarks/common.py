@@ -148,3 +148,7 @@ def mean_cross_entropy(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 2048
             total += float(F.cross_entropy(logits, y[i : i + chunk], reduction="sum"))
     model.train(was_training)
     return total / x.shape[0]
+
+
+QUICK_EVAL_POINTS = 10
+"""Evaluations per run in quick mode."""

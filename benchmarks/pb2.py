@@ -80,7 +80,7 @@ def member(config: dict[str, Any]) -> None:
     """
     from ray import tune
 
-    from benchmarks.methods import build_optimizer
+    from benchmarks.optimizers import build_optimizer
     from benchmarks.workloads import WORKLOADS
 
     torch.set_num_threads(1)

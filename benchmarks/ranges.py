@@ -35,9 +35,10 @@ import torch
 from tqdm import tqdm
 
 from benchmarks import autolr_hook
+from benchmarks.common import QUICK_EVAL_POINTS
 from benchmarks.methods import RunSpec, run_one
+from benchmarks.provenance import _git_commit, _rounded, autolr_source_hash
 from benchmarks.report import RANGES_DIR, REPORT_PATH, RESULTS_DIR, build_report
-from benchmarks.run import QUICK_EVAL_POINTS, _git_commit, _rounded, autolr_source_hash
 from benchmarks.schedules import SCHEDULES
 from benchmarks.workloads import WORKLOADS
 
