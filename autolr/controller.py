@@ -923,6 +923,7 @@ class AutoLRS:
         )
 
     def _fallback_floor(self) -> float:
+        """The bottom of the search range: the fallback LR unless it went non-finite."""
         assert self.search_range is not None
         return self.search_range[0]
 
@@ -931,8 +932,7 @@ class AutoLRS:
         whose exploit went non-finite when ``min_lr`` itself did (so a run where
         every LR diverges keeps going down instead of repeating one LR)."""
         assert self.stage is not None
-        assert self.search_range is not None
-        low = self.search_range[0]
+        low = self._fallback_floor()
         failed = self.stage.nonfinite
         if failed and min(failed) <= low:
             return min(failed) / 2
