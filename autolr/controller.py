@@ -399,8 +399,10 @@ class AutoLRS:
     def _check_outside_changes(self, value: float) -> None:
         """Warn, once, of what silently spoils a run: the LR changed by other code
         (an LR scheduler on the same optimizer) and losses below ``loss_floor``."""
-        i = next((j for j, r in enumerate(self.ratios) if r > 0), None)
-        if "lr" in self._unwarned and i is not None and self.current_lr > 0:
+        i = None
+        if "lr" in self._unwarned and self.current_lr > 0:
+            i = next((j for j, r in enumerate(self.ratios) if r > 0), None)
+        if i is not None:
             used = float(self.optimizer.param_groups[i]["lr"])
             expected = self.current_lr * self.ratios[i]
             if not math.isclose(used, expected, rel_tol=1e-6):
@@ -620,13 +622,7 @@ class AutoLRS:
             recent_max=max(self._recent) if self._recent else None,
             val0=val0,
         )
-        self._snapshot = capture(
-            self.model,
-            self.optimizer,
-            self.extra_state,
-            device=self._snapshot_device,
-            step=self.global_step,
-        )
+        self._snapshot = self._capture_live()
         self._winner = None
         self._dirty = False
         bounds = self.strategy.begin_stage(self.stage_index, progress, self.lr, searched_before)
@@ -731,6 +727,7 @@ class AutoLRS:
         return reason
 
     def _capture_live(self) -> Snapshot:
+        """A snapshot of the live training state, on the snapshot device, at this step."""
         return capture(
             self.model,
             self.optimizer,
