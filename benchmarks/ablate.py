@@ -22,7 +22,6 @@ import logging
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from tqdm import tqdm
 
 from benchmarks import autolr_hook
 from benchmarks.autolr_hook import AutoLRVariant
-from benchmarks.methods import RunSpec, run_one
+from benchmarks.methods import RunSpec, run_guarded
 from benchmarks.provenance import _git_commit, _rounded, autolr_source_hash
 from benchmarks.report import ABLATION_DIR, REPORT_PATH, RESULTS_DIR, build_report
 from benchmarks.workloads import WORKLOADS
@@ -174,29 +173,17 @@ def run_ablation(
         variant = chosen[name]["variant"]
         log_path = logs_dir / f"{wid}_{mode}_{name}_seed{seed}.jsonl"
         log_path.unlink(missing_ok=True)
-        t0 = bar.n
-        try:
-            result = run_one(
-                workload,
-                RunSpec(name, seed),
-                total,
-                points,
-                autolr_variant=variant,
-                on_step=bar.update,
-                log_path=log_path,
-            )
-        except Exception as exc:  # one broken variant must not lose the others
-            tqdm.write(f"{wid} {name} seed {seed} failed: {type(exc).__name__}: {exc}")
-            logging.getLogger(__name__).debug(traceback.format_exc())
-            result = {
-                "method": name,
-                "seed": seed,
-                "final_val": None,
-                "final_test": None,
-                "steps": bar.n - t0,
-                "error": f"{type(exc).__name__}: {exc}",
-            }
-        bar.update(t0 + total - bar.n)
+        result = run_guarded(
+            bar,
+            f"{wid} {name} seed {seed}",
+            {"method": name, "seed": seed, "final_val": None, "final_test": None},
+            workload,
+            RunSpec(name, seed),
+            total,
+            points,
+            autolr_variant=variant,
+            log_path=log_path,
+        )
         result.pop("train_curve", None)  # the ablation tables need the end points only
         result.pop("lr_curve", None)
         runs.append(result)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from benchmarks import autolr_hook
 from benchmarks.common import Workload
@@ -225,4 +228,36 @@ def run_one(
         result["expected_final_loss"] = _finite(inst.expected_final_loss(planned))
     if driver is not None:
         result["autolr"] = driver.counters() | {"stopped_early": finished and step < total_steps}
+    return result
+
+
+def run_guarded(
+    bar: Any,
+    label: str,
+    failed: dict[str, Any],
+    workload: Workload,
+    spec: RunSpec,
+    total_steps: int,
+    eval_points: int,
+    **options: Any,
+) -> dict[str, Any]:
+    """:func:`run_one`'s result; when it raises, ``failed`` with the steps taken and the error.
+
+    One broken run must not lose the others' results. The progress bar is filled
+    to the run's share either way (runs that stop early too).
+
+    Args:
+        bar: the tqdm bar the run advances (``on_step`` is set to its ``update``).
+        label: names the run in the failure line.
+        failed: the record of a failed run, without ``steps`` and ``error``.
+        workload, spec, total_steps, eval_points, options: as :func:`run_one` takes them.
+    """
+    t0 = bar.n
+    try:
+        result = run_one(workload, spec, total_steps, eval_points, on_step=bar.update, **options)
+    except Exception as exc:  # noqa: BLE001 - a failed run is a result, not a crash
+        tqdm.write(f"{label} failed: {type(exc).__name__}: {exc}")
+        logging.getLogger(__name__).debug(traceback.format_exc())
+        result = {**failed, "steps": bar.n - t0, "error": f"{type(exc).__name__}: {exc}"}
+    bar.update(t0 + total_steps - bar.n)
     return result

@@ -27,7 +27,6 @@ import math
 import statistics
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from tqdm import tqdm
 
 from benchmarks import autolr_hook
 from benchmarks.common import QUICK_EVAL_POINTS
-from benchmarks.methods import RunSpec, run_one
+from benchmarks.methods import RunSpec, run_guarded
 from benchmarks.provenance import _git_commit, _rounded, autolr_source_hash
 from benchmarks.report import RANGES_DIR, REPORT_PATH, RESULTS_DIR, build_report
 from benchmarks.schedules import SCHEDULES
@@ -238,30 +237,18 @@ def run_sweep(
     for method, label, seed in plan:
         bar.set_postfix_str(f"{method}[{label}]#seed{seed}")
         lr_range = bounds[label] or (None, None)
-        t0 = bar.n
-        try:
-            result = run_one(
-                workload,
-                RunSpec(method, seed),
-                total,
-                points,
-                autolr_variant=autolr_hook.VARIANTS[method],
-                on_step=bar.update,
-                lr_range=lr_range,
-            )
-        except Exception as exc:  # one failed run must not lose the others
-            tqdm.write(f"{wid} {method} [{label}] seed {seed} failed: {type(exc).__name__}: {exc}")
-            logging.getLogger(__name__).debug(traceback.format_exc())
-            result = {
-                "method": method,
-                "seed": seed,
-                "final_val": None,
-                "final_test": None,
-                "steps": bar.n - t0,
-                "val_curve": [],
-                "error": f"{type(exc).__name__}: {exc}",
-            }
-        bar.update(t0 + total - bar.n)
+        failed = {"method": method, "seed": seed, "final_val": None, "final_test": None}
+        result = run_guarded(
+            bar,
+            f"{wid} {method} [{label}] seed {seed}",
+            {**failed, "val_curve": []},
+            workload,
+            RunSpec(method, seed),
+            total,
+            points,
+            autolr_variant=autolr_hook.VARIANTS[method],
+            lr_range=lr_range,
+        )
         result["range"] = label
         result["median_lr"] = _median_lr(result.pop("lr_curve", {}))
         result.pop("train_curve", None)  # the sweep table needs end points only

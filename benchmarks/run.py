@@ -23,7 +23,6 @@ import logging
 import platform
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from tqdm import tqdm
 
 from benchmarks import autolr_hook, pb2
 from benchmarks.common import QUICK_EVAL_POINTS
-from benchmarks.methods import LR_FREE, METHODS, RunSpec, plan_runs, run_one
+from benchmarks.methods import LR_FREE, METHODS, RunSpec, plan_runs, run_guarded
 from benchmarks.provenance import _git_commit, _rounded, autolr_source_hash
 from benchmarks.report import REPORT_PATH, RESULTS_DIR, build_report, summarize
 from benchmarks.schedules import COOLDOWN_FRACTION, SCHEDULES, WARMUP_FRACTION
@@ -167,19 +166,13 @@ def run_workload(
     for spec in plan:
         bar.set_postfix_str(spec.key)
         variant = autolr_hook.VARIANTS.get(spec.method)
-        t0 = bar.n
-        try:
-            result = run_one(
-                workload, spec, total, points, autolr_variant=variant, on_step=bar.update
-            )
-        except Exception as exc:  # one broken method must not lose the others' results
-            tqdm.write(f"{wid} {spec.key} failed: {type(exc).__name__}: {exc}")
-            logging.getLogger(__name__).debug(traceback.format_exc())
-            result = {
+        result = run_guarded(
+            bar,
+            f"{wid} {spec.key}",
+            {
                 "method": spec.method,
                 "seed": spec.seed,
                 "peak_lr": spec.peak_lr,
-                "steps": bar.n - t0,
                 "diverged": False,
                 "final_val": None,
                 "final_test": None,
@@ -188,9 +181,13 @@ def run_workload(
                 "val_curve": [],
                 "train_curve": {"steps": [], "values": []},
                 "lr_curve": {"steps": [], "values": []},
-                "error": f"{type(exc).__name__}: {exc}",
-            }
-        bar.update(t0 + total - bar.n)  # runs that stop early still fill their share
+            },
+            workload,
+            spec,
+            total,
+            points,
+            autolr_variant=variant,
+        )
         runs.append(result)
         save()
     bar.close()

@@ -157,12 +157,12 @@ def test_autolr_hook_availability_says_why_autolr_is_missing(monkeypatch) -> Non
 
 
 def test_runner_strict_fails_on_a_failed_run(tmp_path: Path, monkeypatch) -> None:
-    from benchmarks import run
+    from benchmarks import methods, run
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(run, "run_one", broken)
+    monkeypatch.setattr(methods, "run_one", broken)  # what run_guarded calls
     argv = ["--workloads", "S0", "--seeds", "1", "--steps", "20", "--methods", "prodigy"]
     argv += ["--results", str(tmp_path), "--no-report"]
     assert run.main(argv) == 0  # a failed run is recorded, the others go on
