@@ -35,8 +35,9 @@ if TYPE_CHECKING:  # what type checkers see; a test keeps it equal to _EXPORTS
         RangeWarning,
         StateError,
     )
+    from autolr.offline.reader import read_run_log
     from autolr.probing import LocalProber, ProbeBackend, ProbeOutcome, ProbeRecord, ProbeRequest
-    from autolr.runlog import SCHEMA_VERSION, RunLog, read_run_log
+    from autolr.runlog import SCHEMA_VERSION, RunLog
     from autolr.snapshot import Snapshot, capture, restore
     from autolr.strategy import ForecastStrategy, Strategy
 
@@ -67,7 +68,7 @@ _EXPORTS: dict[str, str] = {
     "ForecastStrategy": "autolr.strategy",
     "Strategy": "autolr.strategy",
     "capture": "autolr.snapshot",
-    "read_run_log": "autolr.runlog",
+    "read_run_log": "autolr.offline.reader",
     "restore": "autolr.snapshot",
 }
 """Public name -> the module that defines it; the one list of autolr's top-level API."""

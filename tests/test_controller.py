@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from autolr import AutoLRS, LocalProber, Phase, StateError
-from autolr.runlog import SCHEMA_VERSION, read_run_log
+from autolr.offline.reader import read_run_log
+from autolr.runlog import SCHEMA_VERSION
 from tests.conftest import Regression, make_model, train_step
 
 

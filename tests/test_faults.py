@@ -359,7 +359,7 @@ def test_no_nonfinite_warning_on_a_healthy_run(task):
 
 def test_a_deeply_nested_log_line_is_a_named_format_error(tmp_path):
     from autolr import LogFormatError
-    from autolr.runlog import read_records
+    from autolr.offline.reader import read_records
 
     path = tmp_path / "deep.jsonl"
     path.write_text('{"type": "run_start", "config": ' + "[" * 100_000 + "]" * 100_000 + "}\n")

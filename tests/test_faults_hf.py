@@ -23,7 +23,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainerCallback  
 from autolr import AutoLRS, Phase  # noqa: E402
 from autolr.errors import AutoLRWarning, SchedulerConflictWarning, StateError  # noqa: E402
 from autolr.integrations.hf import STATE_FILE, AutoLRSCallback  # noqa: E402
-from autolr.runlog import read_run_log  # noqa: E402
+from autolr.offline.reader import read_run_log  # noqa: E402
 from tests.test_faults_lightning import _finite, _same  # noqa: E402
 from tests.test_hf import OPTIONS, STEPS, Recorder, Sequences, StopAt, make_args, make_model  # noqa: E402
 

@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint  # noqa: E402
 from autolr import AutoLRS, Phase  # noqa: E402
 from autolr.errors import SchedulerConflictWarning, StateError  # noqa: E402
 from autolr.integrations.lightning import AutoLRSCallback  # noqa: E402
-from autolr.runlog import read_run_log  # noqa: E402
+from autolr.offline.reader import read_run_log  # noqa: E402
 from tests.test_lightning import BATCHES_PER_EPOCH, OPTIONS, TinyModule, fit  # noqa: E402
 
 

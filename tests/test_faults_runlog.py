@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from autolr.runlog import read_run_log
+from autolr.offline.reader import read_run_log
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 300

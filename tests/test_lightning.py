@@ -33,8 +33,8 @@ from autolr.controller import PHASE_CODES  # noqa: E402
 from autolr.errors import ConfigError, SchedulerConflictWarning, StateError  # noqa: E402
 from autolr.integrations.lightning import AutoLRSCallback  # noqa: E402
 from autolr.offline.logs import load_run  # noqa: E402
+from autolr.offline.reader import read_run_log  # noqa: E402
 from autolr.offline.replay import replay_run  # noqa: E402
-from autolr.runlog import read_run_log  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -19,8 +19,9 @@ from autolr.cli import main
 from autolr.errors import LogFormatError, LogWarning
 from autolr.offline.importers import load_loss_log
 from autolr.offline.logs import load_run
+from autolr.offline.reader import read_records
 from autolr.offline.replay import replay_run
-from autolr.runlog import PHASE_RESUME, RUN_START, read_records
+from autolr.runlog import PHASE_RESUME, RUN_START
 from tests.conftest import Regression, make_model, train_step
 
 STEPS = 300

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from autolr.errors import LogFormatError, LogWarning, SchemaError
+from autolr.offline.reader import read_records, read_run_log
 from autolr.runlog import (
     ENVELOPE,
     PROBE,
@@ -20,8 +21,6 @@ from autolr.runlog import (
     RunLog,
     fields_of,
     of_type,
-    read_records,
-    read_run_log,
     required_fields,
 )
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from autolr.errors import LogFormatError, LogWarning
+from autolr.offline.reader import read_records
 from autolr.runlog import (
     DECISION,
     EXPLOIT_END,
@@ -27,7 +28,6 @@ from autolr.runlog import (
     RUN_START,
     STAGE_START,
     of_type,
-    read_records,
 )
 
 __all__ = ["LoggedRun", "LoggedStage", "load_run", "warn_log"]
@@ -103,7 +103,7 @@ class LoggedStage:
 class LoggedRun:
     """A run log, read and checked.
 
-    A resumed run's log holds its segments (:class:`autolr.runlog.Segments`):
+    A resumed run's log holds its segments (:class:`autolr.offline.reader.Segments`):
     ``records`` is the logical run they make (what one uninterrupted run would
     have written, with a ``phase`` record ``resume`` where it resumed), and the
     work redone after a resume is in ``abandoned``.
@@ -191,7 +191,7 @@ class LoggedRun:
 
 
 def load_run(path: str | Path, *, strict: bool = False) -> LoggedRun:
-    """Read a run log (:func:`autolr.runlog.read_records`) and group it into stages.
+    """Read a run log (:func:`autolr.offline.reader.read_records`) and group it into stages.
 
     By default the log is read leniently where it is safe and strictly where it
     is not. Skipped with a :class:`~autolr.errors.LogWarning`: a truncated last
