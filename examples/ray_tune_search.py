@@ -5,10 +5,10 @@
     python examples/ray_tune_search.py --resume PATH        # continue an interrupted search
 
 Each trial is a whole training run whose LR autolr tunes while it trains. The
-trials report LR, stage, phase and loss every 50 steps to Tune, with a
-checkpoint every 1000 steps; the ResultGrid holds the curves. Stop the
-script with Ctrl-C and run it again with ``--resume`` and the printed path:
-the trials go on from their last checkpoints.
+trials report LR, stage, phase and loss every 50 main-trajectory steps to Tune
+(probe losses only in ``search_loss``), with a checkpoint every 1000 steps; the
+ResultGrid holds the curves. Stop the script with Ctrl-C and run it again with
+``--resume`` and the printed path: the trials go on from their last checkpoints.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ with ``Tuner.restore(path, trainable=...)``. Only public Tune APIs are used.
 Two ways in:
 
 - :func:`autolrs_trainable` builds the whole trainable from factories;
-  ``config["autolrs"]`` holds AutoLRS's options (``min_lr``, ``max_lr``,
-  ``total_steps``, ``seed``...; Tune search spaces work there too) and the
+  ``config["autolrs"]`` holds AutoLRS's options (``total_steps``, ``seed``,
+  ``min_lr``/``max_lr`` if you have a range...; Tune search spaces work there too) and the
   rest of ``config`` is the user's, handed to the factories::
 
       trainable = autolrs_trainable(make_model, make_optimizer, train_step, data)
@@ -132,6 +132,16 @@ def load_checkpoint(
     return dict(state["user"])
 
 
+SEARCH_PHASES = (Phase.PROBE, Phase.RANGE)
+"""Phases whose steps are search (probes, cooldown branches, the range test): their
+losses never reach the reported ``loss``."""
+
+
+def _finite_mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
 def can_checkpoint(tuner: AutoLRS) -> bool:
     """True outside a probe, where a saved state resumes exactly."""
     return tuner.phase is not Phase.PROBE
@@ -141,14 +151,22 @@ class TuneReporter:
     """Reports an AutoLRS run to Ray Tune from inside a function trainable.
 
     Call :meth:`step` with each step's loss instead of ``tuner.step``. Every
-    ``report_every`` steps it calls ``tune.report`` with:
+    ``report_every`` steps of the main trajectory (warmup, exploit, anneal:
+    the steps whose state the run keeps) it calls ``tune.report`` with:
 
-    - ``loss``: mean training loss of the interval's finite losses (nan if none),
-    - ``lr``, ``phase``, ``stage``: of the interval's last step (the LR that
-      step trained at, probes included),
+    - ``loss``: mean of the interval's finite main-trajectory training losses
+      (nan if none): never a probe's, a cooldown branch's or the range test's,
+      so ASHA, PBT and early stopping on ``loss`` never act on a search step,
+    - ``search_loss``: mean of the finite losses of the search steps (probes,
+      cooldown branches, range test) since the last report (nan if none),
+    - ``lr``, ``phase``, ``stage``: of the interval's last main-trajectory step,
     - ``step``, ``search_steps``, ``exploit_steps``, ``next_lr``: see
       :func:`autolrs_metrics`,
     - whatever keyword metrics :meth:`step` was given last.
+
+    Search steps do not count towards ``report_every``: a stage's search makes
+    no report of its own, its losses reach the next report's ``search_loss``,
+    and Tune's ``training_iteration`` counts main-trajectory intervals.
 
     Once ``checkpoint_every`` steps have passed since the last checkpoint, the
     next report outside a probe carries a ``tune.Checkpoint``
@@ -187,6 +205,7 @@ class TuneReporter:
         self.checkpoint_every = checkpoint_every
         self.state_fn = state_fn
         self._losses: list[float] = []
+        self._search: list[float] = []
         self._last: dict[str, Any] = {}
         self._last_checkpoint = 0
 
@@ -204,34 +223,36 @@ class TuneReporter:
     def step(self, loss: Any, **metrics: Any) -> float:
         """``tuner.step(loss)``, then report when the interval is full; returns the next LR."""
         tuner = self.tuner
-        self._last = {
-            "lr": tuner.current_lr,
-            "phase": tuner.phase.value,
-            "stage": tuner.stage_index,
-            **metrics,
-        }
+        searching = tuner.phase in SEARCH_PHASES
+        if not searching:
+            self._last = {
+                "lr": tuner.current_lr,
+                "phase": tuner.phase.value,
+                "stage": tuner.stage_index,
+            }
+        self._last.update(metrics)
         lr = tuner.step(loss)
         value = float(loss.detach().float().item()) if isinstance(loss, torch.Tensor) else loss
-        self._losses.append(float(value))
+        (self._search if searching else self._losses).append(float(value))
         if len(self._losses) >= self.report_every or tuner.finished:
             self._report(final=tuner.finished)
         return lr
 
     def finish(self, **metrics: Any) -> None:
         """Report what is pending with a final checkpoint (call once after the loop)."""
-        if self._losses or self.tuner.global_step != self._last_checkpoint:
+        if self._losses or self._search or self.tuner.global_step != self._last_checkpoint:
             self._last.update(metrics)
             self._report(final=True)
 
     def _report(self, final: bool) -> None:
         tuner = self.tuner
-        finite = [v for v in self._losses if math.isfinite(v)]
         metrics = {
             **self._last,
             **autolrs_metrics(tuner),
-            "loss": sum(finite) / len(finite) if finite else math.nan,
+            "loss": _finite_mean(self._losses),
+            "search_loss": _finite_mean(self._search),
         }
-        self._losses = []
+        self._losses, self._search = [], []
         due = (
             self.checkpoint_every is not None
             and tuner.global_step - self._last_checkpoint >= self.checkpoint_every
@@ -302,7 +323,8 @@ def autolrs_trainable(
     Raises:
         InputError: a factory or function is not callable.
         ConfigError: a setting is out of range; in the trial, when
-            ``config["autolrs"]`` lacks ``min_lr`` or ``max_lr``.
+            ``config["autolrs"]`` is not a dict of AutoLRS options (``min_lr``
+            and ``max_lr`` may be left out: a range test finds the range).
     """
     for arg, fn in (
         ("make_model", make_model),
@@ -322,13 +344,13 @@ def autolrs_trainable(
     def trainable(config: dict[str, Any]) -> None:
         if num_threads is not None:
             torch.set_num_threads(num_threads)
-        options = dict(config.get(AUTOLRS_KEY) or {})
-        missing = [key for key in ("min_lr", "max_lr") if key not in options]
-        if missing:
+        options = config.get(AUTOLRS_KEY) or {}
+        if not isinstance(options, Mapping):
             raise ConfigError(
-                f"config[{AUTOLRS_KEY!r}] must give {' and '.join(missing)}, "
-                f"got keys {sorted(options)}"
+                f"config[{AUTOLRS_KEY!r}] must be a dict of AutoLRS options, "
+                f"got {type(options).__name__}"
             )
+        options = dict(options)
         model = make_model(config)
         optimizer = make_optimizer(model, config)
         extras = dict(make_extras(model, optimizer, config)) if make_extras is not None else {}

@@ -67,13 +67,13 @@ class FailOnce:
             yield TASK.batch_at(i)
 
 
-def trainable_with(data_fn):
+def trainable_with(data_fn, report_every=5):
     return autolrs_trainable(
         model_for,
         sgd_for,
         train_step,
         data_fn,
-        report_every=5,
+        report_every=report_every,
         checkpoint_every=40,
         num_threads=1,
     )
@@ -150,7 +150,9 @@ def test_search_results_land_in_the_result_grid(search):
     for result in search:
         frame = result.metrics_dataframe
         assert set(COLUMNS) <= set(frame.columns)
-        assert {"probe", "exploit"} <= set(frame["phase"])
+        # Reports come from the main trajectory; the search shows in its own columns.
+        assert "exploit" in set(frame["phase"]) and "probe" not in set(frame["phase"])
+        assert frame["search_steps"].iloc[-1] > 0 and frame["search_loss"].notna().any()
         assert frame["step"].iloc[-1] == TOTAL
         assert frame["stage"].max() >= 1
         assert frame["lr"].between(1e-3, 1.0).all()
@@ -193,3 +195,49 @@ def test_interrupted_search_resumes_with_tuner_restore(search, tmp_path):
     # Resumed from the checkpoint, the run is the one that was never interrupted.
     uninterrupted = [r for r in search if r.config["autolrs"]["seed"] == 0][0]
     assert rows(result) == rows(uninterrupted)
+
+
+@pytest.mark.slow
+def test_asha_and_early_stopping_never_act_on_a_probe(ray_session, tmp_path):
+    """ASHA and a divergence stopper on ``loss`` beside autolr: probes that blow up
+    (max_lr=1.0 on this task) must not stop the trial, a real main-trajectory
+    blow-up would."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    from autolr.offline.reader import read_run_log
+
+    limit = 20.0  # far above every main-trajectory loss of this run, below its worst probe
+    log = tmp_path / "trial.jsonl"
+    options = {"min_lr": 1e-3, "max_lr": 1.0, "total_steps": TOTAL, "seed": 0}
+    grid = tune.Tuner(
+        trainable_with(data, report_every=1),
+        param_space={"autolrs": {**options, "log_path": str(log)}},
+        tune_config=tune.TuneConfig(
+            scheduler=ASHAScheduler(metric="loss", mode="min", grace_period=2, max_t=10_000)
+        ),
+        run_config=tune.RunConfig(
+            storage_path=str(tmp_path),
+            name="asha",
+            verbose=0,
+            stop=lambda trial_id, result: not result["loss"] < limit,
+        ),
+    ).fit()
+    assert not grid.errors
+    frame = grid[0].metrics_dataframe
+    assert frame["step"].iloc[-1] == TOTAL  # neither ASHA nor the stopper ended it
+    assert (frame["loss"] < limit).all()
+    probe_losses = [v for r in read_run_log(log) if r["type"] == "probe" for v in r["losses"] if v]
+    assert max(probe_losses) > limit  # a report of probe losses would have stopped it
+
+
+@pytest.mark.slow
+def test_a_trial_needs_no_lr_range(ray_session, tmp_path):
+    grid = tune.Tuner(
+        trainable_with(data),
+        param_space={"autolrs": {"total_steps": TOTAL, "seed": 0}},
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="norange", verbose=0),
+    ).fit()
+    assert not grid.errors
+    frame = grid[0].metrics_dataframe
+    assert frame["step"].iloc[-1] == TOTAL and frame["loss"].notna().all()
+    assert frame["search_steps"].iloc[-1] > 0  # the range test and the probes
