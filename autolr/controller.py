@@ -72,6 +72,7 @@ from autolr.runlog import (
     PHASE_RESUME,
     PROBE,
     RANGE_TEST,
+    RECOVERY,
     ROLLBACK,
     RUN_END,
     RUN_START,
@@ -576,14 +577,16 @@ class AutoLRS:
             self.global_step,
             stage=self.stage_index,
             lr=self.current_lr,
-            reason=f"non-finite loss in the {where}",
+            reason=f"{RECOVERY}{where}",
             losses=[],
         )
         self._restore(self._snapshot)
         self._recent.clear()
         if self._anneal is not None:
             steps = max(1, (self.config.total_steps or 0) - self.global_step)
-            self._anneal = AnnealState(self.global_step, steps, self._anneal.lr)
+            self._anneal = AnnealState(
+                self.global_step, steps, self._anneal.lr, self._anneal.losses
+            )
             self._apply_lr(self._anneal_lr())
         else:
             self._warmup_from = self.global_step
@@ -1051,6 +1054,8 @@ class AutoLRS:
         self._apply_lr(self._anneal_lr())
 
     def _on_anneal(self, value: float) -> None:
+        assert self._anneal is not None
+        self._anneal.losses.append(value if math.isfinite(value) else None)
         if not math.isfinite(value):
             self._recover("anneal")
             return
@@ -1077,6 +1082,7 @@ class AutoLRS:
             search_steps=self.search_steps,
             exploit_steps=self.exploit_steps,
             total=self.global_step,
+            anneal_losses=list(self._anneal.losses) if self._anneal is not None else [],
         )
 
     # -------------------------------------------------------------- helpers
@@ -1214,7 +1220,12 @@ class AutoLRS:
                 "ratios": [float(r) for r in state["ratios"]],
                 "_recent": deque((float(v) for v in state["recent"]), maxlen=16),
                 "_anneal": (
-                    AnnealState(int(anneal["start"]), int(anneal["steps"]), float(anneal["lr"]))
+                    AnnealState(
+                        int(anneal["start"]),
+                        int(anneal["steps"]),
+                        float(anneal["lr"]),
+                        [None if v is None else float(v) for v in anneal.get("losses", [])],
+                    )
                     if anneal
                     else None
                 ),

@@ -53,6 +53,7 @@ __all__ = [
     "PROBE",
     "RANGE_TEST",
     "RECORD_TYPES",
+    "RECOVERY",
     "ROLLBACK",
     "RUN_END",
     "RUN_START",
@@ -62,6 +63,7 @@ __all__ = [
     "RunLog",
     "clean",
     "fields_of",
+    "is_recovery",
     "of_type",
     "required_fields",
 ]
@@ -87,6 +89,15 @@ PHASE_RESUME = "resume"
 
 ENVELOPE = ("type", "schema_version", "step", "time")
 """Fields every record has, whatever its type."""
+
+RECOVERY = "non-finite loss in the "
+"""How the ``reason`` of a recovery's ``rollback`` begins (a non-finite loss in the
+warmup or the anneal, outside any stage's search or exploit): see :func:`is_recovery`."""
+
+
+def is_recovery(record: dict[str, Any]) -> bool:
+    """True for the ``rollback`` of a recovery in the warmup or the anneal."""
+    return record.get("type") == ROLLBACK and str(record.get("reason", "")).startswith(RECOVERY)
 
 
 def _added() -> Any:
@@ -296,12 +307,15 @@ class RunEnd:
         total: steps taken, probes included.
         search_steps: steps spent probing (added within version 1).
         exploit_steps: steps spent exploiting (added within version 1).
+        anneal_losses: every step's loss in the final decay, in order (null where
+            non-finite; empty without one) (added within version 1).
     """
 
     TYPE: ClassVar[str] = RUN_END
     total: int
     search_steps: int = _added()
     exploit_steps: int = _added()
+    anneal_losses: list[float | None] = _added()
 
 
 SCHEMA: dict[str, type] = {

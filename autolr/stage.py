@@ -95,11 +95,13 @@ class StageState:
 
 @dataclass
 class AnnealState:
-    """The final decay: first step, length, and the LR it starts from."""
+    """The final decay: first step, length, the LR it starts from, and each step's loss
+    so far (None where non-finite; kept across a recovery, which restarts the decay)."""
 
     start: int
     steps: int
     lr: float
+    losses: list[float | None] = field(default_factory=list)
 
 
 def _guard_ref(stage: StageState, n_recent: int) -> float | None:

@@ -30,10 +30,11 @@ def _finite(model):
 
 
 # ------------------------------------------------------ non-finite weights
-def test_nan_in_the_final_anneal_never_ends_on_nan_weights(task):
+def test_nan_in_the_final_anneal_never_ends_on_nan_weights(task, tmp_path):
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=600, seed=0)
+    log = tmp_path / "run.jsonl"
+    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=600, seed=0, log_path=log)
     poisoned = 0
     for batch in task.stream():
         loss = train_step(model, opt, batch)
@@ -54,6 +55,14 @@ def test_nan_in_the_final_anneal_never_ends_on_nan_weights(task):
     ]
     assert len(anneal_rollbacks) == 3
     assert tuner._lr_scale == 0.125  # halved once per rollback
+    # The anneal's losses are logged, its NaNs as null, and the log replays exactly.
+    anneal = tuner.log.of_type("run_end")[0]["anneal_losses"]
+    start = tuner.log.of_type("phase")[-2]
+    assert start["phase"] == "anneal" and len(anneal) == 600 - start["step"]
+    assert anneal[:3] == [None, None, None] and None not in anneal[3:]
+    from autolr.offline.replay import replay_run
+
+    assert replay_run(log).matches
 
 
 def test_a_run_whose_last_step_is_nan_ends_on_the_last_finite_state(task):

@@ -63,10 +63,14 @@ def test_step_series_matches_the_log(run: LoggedRun, replayed: ReplayResult) -> 
     assert (s["phase"][:8] == "warmup").all()
     anneal = run.of_type("phase")[-2]
     assert anneal["phase"] == "anneal" and (s["phase"][anneal["step"] :] == "anneal").all()
-    # warmup and anneal losses are not logged, but the last pre-snapshot losses are
+    # warmup losses are not logged, but the last pre-snapshot losses are
     recent = run.stages[0].recent
     assert np.allclose(s["loss"][8 - len(recent) : 8], recent)
-    assert np.isnan(s["loss"][anneal["step"] :]).all()
+    # the anneal's losses are, in run_end: every anneal step's loss
+    logged = run.run_end["anneal_losses"]
+    assert len(logged) == n - anneal["step"] > 0
+    assert np.allclose(s["loss"][anneal["step"] :], logged)
+    assert np.array_equal(replayed.tuner.trace_loss[anneal["step"] :], logged)
 
 
 def test_step_series_without_replay_agrees_where_the_log_speaks(

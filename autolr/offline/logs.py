@@ -27,6 +27,7 @@ from autolr.runlog import (
     RUN_END,
     RUN_START,
     STAGE_START,
+    is_recovery,
     of_type,
 )
 
@@ -254,8 +255,8 @@ def _assemble(
         last_step = rec["step"]
         if type_ == RUN_START:
             continue
-        if type_ in (PHASE, RUN_END, RANGE_TEST):
-            continue
+        if type_ in (PHASE, RUN_END, RANGE_TEST) or is_recovery(rec):
+            continue  # records of no stage (a recovery belongs to the warmup or the anneal)
         if type_ == STAGE_START:
             expected = stages[-1].index + 1 if stages else 0
             if rec["stage"] != expected:

@@ -102,7 +102,7 @@ class LogRecords(NamedTuple):
 
 
 # Fields that hold loss series: a non-finite number there is read as null (lenient).
-_SERIES_FIELDS = ("losses", "train_losses", "recent")
+_SERIES_FIELDS = ("losses", "train_losses", "recent", "anneal_losses")
 _COUNT_FIELDS = ("stage", "index", "tau", "tau_probe", "probes", "exploit_steps", "total")
 
 

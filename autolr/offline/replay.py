@@ -10,7 +10,8 @@ from the log:
 - probes: the probe's ``train_losses`` (and, with a validation objective, its
   ``losses`` through a validation function that returns them in order);
 - exploit: the losses of each rollback, then of ``exploit_end``;
-- anneal: nothing is logged, NaN is fed (the anneal takes no decision).
+- anneal: the losses ``run_end`` holds (``anneal_losses``; 0.0 for a log
+  without them, the anneal takes no decision but a recovery).
 
 :func:`replay_run` checks that the replayed records equal the logged ones, field by
 field. A resumed run is replayed as its logical run (:class:`LoggedRun`): one
@@ -43,7 +44,16 @@ from autolr.offline.harness import (
     quiet,
 )
 from autolr.offline.logs import LoggedRun, LoggedStage, load_run, warn_log
-from autolr.runlog import DECISION, PHASE, PHASE_RESUME, PROBE, RANGE_TEST, ROLLBACK, RUN_START
+from autolr.runlog import (
+    DECISION,
+    PHASE,
+    PHASE_RESUME,
+    PROBE,
+    RANGE_TEST,
+    ROLLBACK,
+    RUN_START,
+    is_recovery,
+)
 
 __all__ = ["Mismatch", "ReplayResult", "replay_run"]
 
@@ -94,7 +104,8 @@ class ReplayResult:
         run: the logged run.
         tuner: the controller after the replay (its ``log.records`` are the replayed
             records; ``trace_lr``/``trace_loss``/``trace_phase`` hold every step,
-            with NaN losses where the log keeps none: warmup and anneal).
+            with NaN losses where the log keeps none: the warmup, and the anneal of
+            a log without ``anneal_losses``).
         compared: logged records compared (run_start and resume records excluded).
         mismatches: the differences found (the first ones; comparison stops at a
             missing or extra record).
@@ -249,11 +260,7 @@ def replay_run(run: LoggedRun | str | Path, *, max_mismatches: int = 20) -> Repl
 def _drive(run: LoggedRun, tuner: AutoLRS, fed: list[tuple[int, float, str, float]]) -> str | None:
     """Step the controller with the logged losses; the reason it stopped early, or None."""
     # Steps whose non-finite loss made the warmup or the anneal go back (their rollbacks).
-    nan_steps = {
-        int(r["step"])
-        for r in run.of_type(ROLLBACK)
-        if str(r.get("reason", "")).startswith("non-finite loss in the")
-    }
+    nan_steps = {int(r["step"]) for r in run.of_type(ROLLBACK) if is_recovery(r)}
     stage0 = run.stage(0)
     first = int(stage0.start["step"]) if stage0 is not None else 0
     ramp_steps = len(run.of_type(RANGE_TEST)[0]["losses"]) if run.of_type(RANGE_TEST) else 0
@@ -266,10 +273,15 @@ def _drive(run: LoggedRun, tuner: AutoLRS, fed: list[tuple[int, float, str, floa
     end_step = run.last_step
     ramp = run.of_type(RANGE_TEST)
     ramp_losses: deque[float | None] = deque(ramp[0]["losses"] if ramp else [])
+    # The anneal's losses: in run_end (logs before that field: none, 0.0 is fed).
+    logged_anneal = (run.run_end or {}).get("anneal_losses")
+    anneal: deque[float | None] | None = None if logged_anneal is None else deque(logged_anneal)
     while not tuner.finished:
         phase = tuner.phase
         if phase in (Phase.WARMUP, Phase.ANNEAL) and tuner.global_step + 1 in nan_steps:
             value = math.nan
+            if phase is Phase.ANNEAL and anneal:
+                anneal.popleft()
         elif phase is Phase.RANGE:
             if not ramp_losses:
                 return "the log ends during the range test"
@@ -300,10 +312,10 @@ def _drive(run: LoggedRun, tuner: AutoLRS, fed: list[tuple[int, float, str, floa
                     return None
                 return f"the log ends during the exploit of stage {tuner.stage_index}"
             value = nan_if_none(queue.popleft())
-        else:  # ANNEAL: its losses are not logged and decide nothing but a recovery
+        else:  # ANNEAL: its losses decide nothing but a recovery
             if not finished_log and tuner.global_step >= end_step:
                 return None
-            value = 0.0
+            value = nan_if_none(anneal.popleft()) if anneal else 0.0
         fed.append((tuner.global_step, tuner.current_lr, tuner.phase.value, value))
         tuner.step(value)
     return None

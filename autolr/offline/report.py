@@ -135,6 +135,9 @@ def step_series(
     for rec in run.of_type(PHASE):
         if rec["phase"] == "anneal":
             phase[rec["step"] :] = "anneal"
+    anneal = (run.run_end or {}).get("anneal_losses")
+    if anneal:
+        _put(lr, loss, phase, n, anneal, None, "anneal")
     return {"step": np.arange(n, dtype=np.int64), "lr": lr, "loss": loss, "phase": phase}
 
 
@@ -543,7 +546,7 @@ def _draw_overview(
     if finite.size and finite.min() > 0 and finite.max() / finite.min() > 20:
         ax_loss.set_yscale("log")
     ax_loss.set_ylabel("training loss")
-    ax_loss.set_title("training loss per step (warmup and anneal losses are not logged)")
+    ax_loss.set_title("training loss per step (warmup losses are not logged)")
     if finite.size:
         ax_loss.legend(loc="upper right", fontsize=8, markerscale=4)
     bottom = ax_loss
