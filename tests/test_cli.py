@@ -18,6 +18,12 @@ def test_demo_prints_stages_and_writes_log_and_plot(tmp_path, capsys):
     assert "LR chosen" in out and "forecast" in out and "actual" in out
     assert "autolr" in out and "SGD cosine from lr=0.1" in out
     records = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
+    # Why: one line per exploited stage, each candidate with its forecast, the chosen one marked.
+    why = [line for line in out.splitlines() if line.startswith("  stage ")]
+    stages = [r for r in records if r["type"] == "exploit_end"]
+    assert len(why) == len(stages) > 0 and all(line.count("*") <= 1 for line in why)
+    assert any("*" in line for line in why)
+    assert "On this seed autolr ends" in out
     assert records[0]["type"] == "run_start" and records[-1]["type"] == "run_end"
     png = (tmp_path / "lr_loss.png").read_bytes()
     assert png.startswith(b"\x89PNG")
