@@ -94,6 +94,7 @@ from autolr.stage import (
     Summary,
     end_guard,
     exploit_guard,
+    kept_no_gain,
     robust_sd,
 )
 from autolr.strategy import ForecastStrategy, Strategy, decay_factor, make_strategy
@@ -279,6 +280,8 @@ class AutoLRS:
         self._last_edge: str | None = None
         # The objective measured at an exploit's end: the next stage's value at its snapshot.
         self._next_val0: float | None = None
+        # The training loss when the first stage began: what "no gain kept" is judged against.
+        self._start_level: float | None = None
         # Recovery from non-finite losses in warmup and anneal (see _recover).
         self._lr_scale = 1.0
         self._recoveries = 0
@@ -592,7 +595,7 @@ class AutoLRS:
             self._warmup_from = self.global_step
             self._apply_lr(self._warmup_lr(self.global_step))
 
-    def _begin_stage(self) -> None:
+    def _begin_stage(self, stalled: bool = False) -> None:
         remaining = None
         if self.config.total_steps is not None:
             remaining = self._anneal_start - self.global_step
@@ -628,7 +631,9 @@ class AutoLRS:
         self._snapshot = self._capture_live()
         self._winner = None
         self._dirty = False
-        bounds = self.strategy.begin_stage(self.stage_index, progress, self.lr, searched_before)
+        bounds = self.strategy.begin_stage(
+            self.stage_index, progress, self.lr, searched_before, stalled
+        )
         self.log.write(
             STAGE_START,
             self.global_step,
@@ -1013,8 +1018,7 @@ class AutoLRS:
     def _end_exploit(self) -> None:
         assert self.stage is not None
         stage = self.stage
-        finite = [v for v in stage.exploit_losses[-stage.guard_window :] if v is not None]
-        actual_train = statistics.median(finite) if finite else None
+        actual_train = stage.reached_train()
         actual = actual_train
         if self.val_fn is not None:
             # The objective reached, on the forecast's scale; it is also the next
@@ -1032,11 +1036,23 @@ class AutoLRS:
             steps=len(stage.exploit_losses),
             losses=stage.exploit_losses,
         )
+        if self.stage_index == 0:
+            self._start_level = stage.ref_loss
+        stalled = kept_no_gain(actual_train, self._start_level)
+        if stalled:
+            logger.warning(
+                "stage %d kept no gain over the start of training (training loss %.4g against "
+                "%.4g) at lr=%.3g: the next stage searches above it",
+                self.stage_index,
+                actual_train,
+                self._start_level,
+                stage.chosen_lr,
+            )
         self.stage_index += 1
         if self._at_anneal():
             self._enter_tail()
         else:
-            self._begin_stage()
+            self._begin_stage(stalled)
 
     def _enter_tail(self) -> None:
         """After the last stage: the final anneal, or done."""
@@ -1167,6 +1183,7 @@ class AutoLRS:
             "current_lr": self.current_lr,
             "ratios": list(self.ratios),
             "recent": list(self._recent),
+            "start_level": self._start_level,
             "anneal": asdict(self._anneal) if self._anneal is not None else None,
             "dirty": self._dirty,
             "recovery": {
@@ -1230,6 +1247,10 @@ class AutoLRS:
                     else None
                 ),
                 "_dirty": bool(state["dirty"]),
+                # None in a checkpoint from before it was kept: "no gain" is then never judged.
+                "_start_level": (
+                    None if state.get("start_level") is None else float(state["start_level"])
+                ),
             }
             recovery = state.get("recovery", {"lr_scale": 1.0, "count": 0, "warmup_from": 0})
             new["_lr_scale"] = float(recovery["lr_scale"])

@@ -83,6 +83,11 @@ class StageState:
         """Exploit steps the guards take the median over."""
         return max(3, self.spec.tau_probe // 2)
 
+    def reached_train(self) -> float | None:
+        """The training loss the exploit reached: the median of its last window (None: none)."""
+        finite = [v for v in self.exploit_losses[-self.guard_window :] if v is not None]
+        return statistics.median(finite) if finite else None
+
     def step_noise(self) -> float:
         """Per-step loss noise (robust sd): from the losses before the snapshot, else the fits."""
         rmse = [
@@ -164,6 +169,18 @@ def end_guard(stage: StageState) -> str | None:
     if statistics.median(recent) > ref + margin:
         return "the stage ended above its start loss"
     return None
+
+
+NO_GAIN = 0.02
+"""A stage "kept no gain" when its objective is not below the first stage's start by this share."""
+
+
+def kept_no_gain(reached: float | None, start: float | None) -> bool:
+    """True when ``reached`` is not clearly below ``start`` (the objective when the first
+    stage began): nothing learnt since. False when either is unknown."""
+    if reached is None or start is None:
+        return False
+    return reached >= start - NO_GAIN * abs(start)
 
 
 def robust_sd(values: list[float]) -> float:

@@ -45,9 +45,19 @@ class Strategy(Protocol):
     name: str
 
     def begin_stage(
-        self, index: int, progress: float, last_lr: float, searched_before: bool
+        self,
+        index: int,
+        progress: float,
+        last_lr: float,
+        searched_before: bool,
+        stalled: bool = False,
     ) -> tuple[float, float] | None:
-        """A stage starts; returns the ``(low, high)`` LRs it may probe (None: the whole range)."""
+        """A stage starts; returns the ``(low, high)`` LRs it may probe (None: the whole range).
+
+        ``stalled``: the last stage ended with no gain over the objective at the
+        first stage's start (:func:`autolr.stage.kept_no_gain`) without a guard
+        firing: nothing learnt yet at ``last_lr``.
+        """
         ...
 
     def propose(self, q: int) -> list[float]:
@@ -147,9 +157,22 @@ class ForecastStrategy:
             self.proposer = default_proposer(self.cfg, low, high)
 
     def begin_stage(
-        self, index: int, progress: float, last_lr: float, searched_before: bool
+        self,
+        index: int,
+        progress: float,
+        last_lr: float,
+        searched_before: bool,
+        stalled: bool = False,
     ) -> tuple[float, float] | None:
-        bounds = self._bounds(last_lr) if searched_before else None
+        """Within ``lr_trust`` of the last LR; after a stalled stage, above it.
+
+        A stage that learnt nothing at an LR that set off no guard says that LR is
+        too small to leave where training started (a plateau), not too large (a
+        too-large LR trips the guards): the trust region moves up to
+        ``[last_lr, last_lr * lr_trust**2]``.
+        """
+        centre = last_lr * self.cfg.lr_trust if stalled and self.cfg.lr_trust else last_lr
+        bounds = self._bounds(centre) if searched_before else None
         self.proposer.reset(index, progress, bounds)
         return bounds
 
@@ -270,7 +293,12 @@ class AnnealStrategy(ForecastStrategy):
         self.next = 0
 
     def begin_stage(
-        self, index: int, progress: float, last_lr: float, searched_before: bool
+        self,
+        index: int,
+        progress: float,
+        last_lr: float,
+        searched_before: bool,
+        stalled: bool = False,
     ) -> tuple[float, float] | None:
         self.next = 0
         return None

@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 import torch
+from torch import nn
 
 from autolr import AutoLRS, LocalProber, Phase, StateError
 from autolr.offline.reader import read_run_log
@@ -491,3 +492,55 @@ def test_after_a_rollback_only_smaller_lrs_are_tried(task):
             assert d["lr"] in (1e-3, 5e-4)
         else:
             assert d["lr"] < min(c["lr"] for c in decisions[:i])
+
+
+class Plateau(nn.Module):
+    """A loss flat at its start level until the LRs taken add up to ``escape``, then falling.
+
+    What a network on its initial plateau shows a short probe: nothing, at any LR.
+    The state lives in a buffer, so snapshots save and restore it.
+    """
+
+    travelled: torch.Tensor
+
+    def __init__(self, escape: float, seed: int = 0) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+        self.escape = escape
+        self.register_buffer("travelled", torch.tensor(0.0, dtype=torch.float64))
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def train_step(self, lr: float) -> float:
+        self.travelled += lr
+        past = max(0.0, float(self.travelled) - self.escape)
+        return 2.3 * math.exp(-past) * (1 + 0.01 * float(torch.randn((), generator=self.gen)))
+
+
+def test_a_stage_that_kept_no_gain_moves_the_next_search_up(caplog):
+    model = Plateau(escape=40.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=10.0, total_steps=1200, seed=0)
+    with caplog.at_level("WARNING", logger="autolr.controller"):
+        while not tuner.finished:
+            tuner.step(model.train_step(opt.param_groups[0]["lr"]))
+    starts = {r["stage"]: r for r in tuner.log.of_type("stage_start")}
+    ends = {r["stage"]: r for r in tuner.log.of_type("exploit_end")}
+    stalled = [s for s, r in ends.items() if r["actual_train"] >= 0.98 * 2.3 and s + 1 in starts]
+    assert stalled, "the plateau should outlast the first stage"
+    for s in stalled:
+        low, high = starts[s + 1]["lr_bounds"]
+        assert low == pytest.approx(ends[s]["lr"]) and high > 2 * ends[s]["lr"]
+    assert "kept no gain over the start of training" in caplog.text
+    assert min(r["actual_train"] for r in ends.values()) < 1.0  # it left the plateau
+
+
+def test_a_stage_that_gained_keeps_the_trust_region_around_its_lr(task, caplog):
+    with caplog.at_level("WARNING", logger="autolr.controller"):
+        tuner, *_ = _run(task, steps=600)
+    assert "kept no gain" not in caplog.text
+    ends = {r["stage"]: r for r in tuner.log.of_type("exploit_end")}
+    for rec in tuner.log.of_type("stage_start"):
+        prev = ends.get(rec["stage"] - 1)
+        if prev is not None and rec["lr_bounds"] is not None:
+            low, high = rec["lr_bounds"]
+            assert low < prev["lr"] < high

@@ -7,7 +7,7 @@ as the benchmark's autolr runs do, probes and range test counted.
 Usage::
 
     python -m benchmarks.experiments.controller_variant --workloads W4 \
-        --settings '{"strategy": "anneal"}' --range none --seeds 0,1,2,3,4
+        --settings '{"strategy": "anneal"}' --ranges 2,4,none --seeds 0,1,2,3,4
 
 Prints one line a run (final validation loss, search steps, the stage LRs) and the
 median and worst seed per workload. ``--logdir`` keeps each run's log.
@@ -23,17 +23,25 @@ from typing import Any
 
 import torch
 
+from benchmarks.ranges import resolve_range, tuned_lr
+from benchmarks.report import RESULTS_DIR
+
 
 def _one(job: tuple[str, int, dict[str, Any], int | None, str, str | None]) -> tuple[Any, ...]:
     from benchmarks import autolr_hook
     from benchmarks.methods import RunSpec, run_one
     from benchmarks.workloads import WORKLOADS
 
-    name, seed, settings, steps, lr_range, logdir = job
+    name, seed, settings, steps, label, logdir = job
     torch.set_num_threads(1)
     workload = WORKLOADS[name]
+    lr_range: tuple[float | None, float | None] | None = None  # "grid": the grid's ends
+    if label != "grid":
+        grid = json.loads((RESULTS_DIR / f"{name}_full.json").read_text())
+        bounds = resolve_range(label, tuned_lr(grid)[0])
+        lr_range = (None, None) if bounds is None else bounds
     variant = autolr_hook.AutoLRVariant("variant", "autolr variant", settings=settings)
-    log = f"{logdir}/{name}_{seed}.jsonl" if logdir else None
+    log = f"{logdir}/{name}_{label}_{seed}.jsonl" if logdir else None
     result = run_one(
         workload,
         RunSpec("autolr", seed),
@@ -41,10 +49,10 @@ def _one(job: tuple[str, int, dict[str, Any], int | None, str, str | None]) -> t
         10,
         autolr_variant=variant,
         log_path=log,
-        lr_range=(None, None) if lr_range == "none" else None,
+        lr_range=lr_range,
     )
     stages = [round(s["lr"], 5) for s in result["autolr"]["diagnostics"]["stages"]]
-    return name, seed, result["final_val"], result["autolr"]["search_steps"], stages
+    return f"{name}/{label}", seed, result["final_val"], result["autolr"]["search_steps"], stages
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,15 +62,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", default="{}", help="AutoLRS keyword arguments, as JSON")
     parser.add_argument("--steps", type=int, default=None, help="budget T (default: full)")
     parser.add_argument(
-        "--range", default="grid", choices=("grid", "none"), help="the grid's ends or no range"
+        "--ranges",
+        default="grid",
+        help="comma list: 'grid' (its ends), decades around the tuned LR (as the range "
+        "sweep), 'wide' or 'none'",
     )
     parser.add_argument("--logdir", default=None, help="folder for the run logs")
     parser.add_argument("--jobs", type=int, default=2, help="processes")
     args = parser.parse_args(argv)
     settings = json.loads(args.settings)
     jobs = [
-        (w, int(s), settings, args.steps, args.range, args.logdir)
+        (w, int(s), settings, args.steps, r, args.logdir)
         for w in args.workloads.split(",")
+        for r in args.ranges.split(",")
         for s in args.seeds.split(",")
     ]
     finals: dict[str, list[float]] = {}
