@@ -25,6 +25,7 @@ WARM = 8  # first steps (the LR still tiny): they give the start level and the n
 BLOWUP = 1.5
 GIVEBACK = 0.75
 EMA = 0.2  # weight of each new loss in the smoothed loss the stop rules watch
+BELOW, ABOVE = 10.0, 3.0  # the forecast strategy searches [best_lr / BELOW, best_lr * ABOVE]
 
 
 @dataclass
@@ -99,13 +100,13 @@ class RangeTest:
         """The search range this ramp suggests, narrowed to the range given, if any.
 
         The annealed strategy races ``probes`` LRs halving down from ``best_lr``;
-        the forecast strategy searches ``[best_lr / 30, 3 * best_lr]``.
+        the forecast strategy searches ``[best_lr / BELOW, ABOVE * best_lr]``.
         """
         best = self.best_lr
         if config.strategy == "anneal":
             low, high = best / 2.0 ** max(config.n_probes - 1, 1), best
         else:
-            low, high = best / 30.0, 3.0 * best
+            low, high = best / BELOW, ABOVE * best
         given_low = config.min_lr if config.min_lr is not None else 0.0
         given_high = config.max_lr if config.max_lr is not None else math.inf
         low, high = max(low, given_low), min(high, given_high)

@@ -48,7 +48,7 @@ def test_no_range_needed_the_range_test_sets_it_and_restores_the_start(task):
     low, high = tuner.search_range
     assert rec["lr_range"] == [low, high] and low < high
     # The forecast strategy searches around the LR at the lowest loss.
-    assert low == pytest.approx(rec["best_lr"] / 30) and high == pytest.approx(3 * rec["best_lr"])
+    assert low == pytest.approx(rec["best_lr"] / 10) and high == pytest.approx(3 * rec["best_lr"])
     assert tuner.strategy.proposer.to_lr(1.0) == pytest.approx(high)
 
 

@@ -16,6 +16,7 @@ median and worst seed per workload. ``--logdir`` keeps each run's log.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 from concurrent.futures import ProcessPoolExecutor
@@ -27,12 +28,24 @@ from benchmarks.ranges import resolve_range, tuned_lr
 from benchmarks.report import RESULTS_DIR
 
 
-def _one(job: tuple[str, int, dict[str, Any], int | None, str, str | None]) -> tuple[Any, ...]:
+def _patch(patches: list[str]) -> None:
+    """Set module constants, ``"autolr.rangetest.BELOW=10"``: a rule's number, tried unbuilt."""
+    for patch in patches:
+        target, _, value = patch.partition("=")
+        module, _, name = target.rpartition(".")
+        mod = importlib.import_module(module)
+        if not hasattr(mod, name):
+            raise SystemExit(f"--patch {patch!r}: {module} has no {name}")
+        setattr(mod, name, type(getattr(mod, name))(value))
+
+
+def _one(job: tuple[Any, ...]) -> tuple[Any, ...]:
     from benchmarks import autolr_hook
     from benchmarks.methods import RunSpec, run_one
     from benchmarks.workloads import WORKLOADS
 
-    name, seed, settings, steps, label, logdir = job
+    name, seed, settings, steps, label, logdir, patches = job
+    _patch(patches)
     torch.set_num_threads(1)
     workload = WORKLOADS[name]
     lr_range: tuple[float | None, float | None] | None = None  # "grid": the grid's ends
@@ -68,11 +81,17 @@ def main(argv: list[str] | None = None) -> None:
         "sweep), 'wide' or 'none'",
     )
     parser.add_argument("--logdir", default=None, help="folder for the run logs")
+    parser.add_argument(
+        "--patch",
+        action="append",
+        default=[],
+        help="module.CONSTANT=value set in each run (repeatable), e.g. autolr.rangetest.BELOW=10",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="processes")
     args = parser.parse_args(argv)
     settings = json.loads(args.settings)
     jobs = [
-        (w, int(s), settings, args.steps, r, args.logdir)
+        (w, int(s), settings, args.steps, r, args.logdir, args.patch)
         for w in args.workloads.split(",")
         for r in args.ranges.split(",")
         for s in args.seeds.split(",")
