@@ -26,6 +26,7 @@ BLOWUP = 1.5
 GIVEBACK = 0.75
 EMA = 0.2  # weight of each new loss in the smoothed loss the stop rules watch
 BELOW, ABOVE = 10.0, 3.0  # the forecast strategy searches [best_lr / BELOW, best_lr * ABOVE]
+TOP = 1.0  # the annealed race's ladder starts at best_lr * TOP
 
 
 @dataclass
@@ -104,7 +105,8 @@ class RangeTest:
         """
         best = self.best_lr
         if config.strategy == "anneal":
-            low, high = best / 2.0 ** max(config.n_probes - 1, 1), best
+            high = TOP * best
+            low = high / 2.0 ** max(config.n_probes - 1, 1)
         else:
             low, high = best / BELOW, ABOVE * best
         given_low = config.min_lr if config.min_lr is not None else 0.0
