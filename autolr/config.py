@@ -179,7 +179,7 @@ class AutoLRSConfig:
         one_of("forecast", "anneal"),
     )
     cooldown_fraction: float = option(
-        0.5,
+        1.0,
         "with strategy `anneal`: each probe's cooldown to LR 0, as a fraction of its length",
         fraction(0.05, 2.0),
     )
