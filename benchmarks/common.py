@@ -150,5 +150,27 @@ def mean_cross_entropy(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 2048
     return total / x.shape[0]
 
 
+def classifier_instance(
+    model: nn.Module,
+    splits: dict[str, tuple[Tensor, Tensor]],
+    batch_size: int,
+    seed: int,
+    **info: Any,
+) -> Instance:
+    """A classifier's instance: ``splits`` (``train``/``val``/``test`` as ``(x, y)``)
+    trained by :func:`classification_step` on seeded epochs, scored by
+    :func:`mean_cross_entropy`; ``info`` joins the split sizes and batch size."""
+    xv, yv = splits["val"]
+    xt, yt = splits["test"]
+    return Instance(
+        model=model,
+        train_batches=epoch_batches(splits["train"], batch_size, seeded_generator(seed)),
+        train_step=classification_step,
+        eval_val=lambda: mean_cross_entropy(model, xv, yv),
+        eval_test=lambda: mean_cross_entropy(model, xt, yt),
+        info={k: len(v[1]) for k, v in splits.items()} | {"batch_size": batch_size} | info,
+    )
+
+
 QUICK_EVAL_POINTS = 10
 """Evaluations per run in quick mode."""

@@ -10,10 +10,7 @@ from torch import Tensor, nn
 from benchmarks.common import (
     Instance,
     Workload,
-    classification_step,
-    epoch_batches,
-    mean_cross_entropy,
-    seeded_generator,
+    classifier_instance,
     split_indices,
 )
 
@@ -40,16 +37,7 @@ def make(seed: int) -> Instance:
     model = nn.Sequential(
         nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10)
     )
-    xv, yv = splits["val"]
-    xt, yt = splits["test"]
-    return Instance(
-        model=model,
-        train_batches=epoch_batches(splits["train"], BATCH_SIZE, seeded_generator(seed)),
-        train_step=classification_step,
-        eval_val=lambda: mean_cross_entropy(model, xv, yv),
-        eval_test=lambda: mean_cross_entropy(model, xt, yt),
-        info={k: len(v[1]) for k, v in splits.items()} | {"batch_size": BATCH_SIZE},
-    )
+    return classifier_instance(model, splits, BATCH_SIZE, seed)
 
 
 WORKLOAD = Workload(

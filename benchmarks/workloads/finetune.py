@@ -22,9 +22,7 @@ from torch import Tensor, nn
 from benchmarks.common import (
     Instance,
     Workload,
-    classification_step,
-    epoch_batches,
-    mean_cross_entropy,
+    classifier_instance,
     seeded_generator,
 )
 
@@ -96,17 +94,7 @@ def make(seed: int) -> Instance:
     body.load_state_dict(pretrained_body())
     torch.manual_seed(seed)
     model = nn.Sequential(body, nn.Linear(HIDDEN, 5))
-    xv, yv = tasks["val"]
-    xt, yt = tasks["test"]
-    return Instance(
-        model=model,
-        train_batches=epoch_batches(tasks["train"], BATCH_SIZE, seeded_generator(seed)),
-        train_step=classification_step,
-        eval_val=lambda: mean_cross_entropy(model, xv, yv),
-        eval_test=lambda: mean_cross_entropy(model, xt, yt),
-        info={k: len(v[1]) for k, v in tasks.items()}
-        | {"batch_size": BATCH_SIZE, "pretrain_steps": PRETRAIN_STEPS},
-    )
+    return classifier_instance(model, tasks, BATCH_SIZE, seed, pretrain_steps=PRETRAIN_STEPS)
 
 
 WORKLOAD = Workload(

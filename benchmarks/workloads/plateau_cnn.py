@@ -18,10 +18,7 @@ from torch import Tensor, nn
 from benchmarks.common import (
     Instance,
     Workload,
-    classification_step,
-    epoch_batches,
-    mean_cross_entropy,
-    seeded_generator,
+    classifier_instance,
 )
 from benchmarks.workloads.digits import load_splits
 
@@ -71,16 +68,7 @@ def make(seed: int) -> Instance:
     splits = image_splits()
     torch.manual_seed(seed)
     model = PlateauConvNet()
-    xv, yv = splits["val"]
-    xt, yt = splits["test"]
-    return Instance(
-        model=model,
-        train_batches=epoch_batches(splits["train"], BATCH_SIZE, seeded_generator(seed)),
-        train_step=classification_step,
-        eval_val=lambda: mean_cross_entropy(model, xv, yv),
-        eval_test=lambda: mean_cross_entropy(model, xt, yt),
-        info={k: len(v[1]) for k, v in splits.items()} | {"batch_size": BATCH_SIZE},
-    )
+    return classifier_instance(model, splits, BATCH_SIZE, seed)
 
 
 WORKLOAD = Workload(
