@@ -109,6 +109,10 @@ class AnnealState:
     losses: list[float | None] = field(default_factory=list)
 
 
+NO_GAIN = 0.02
+"""A stage "kept no gain" when its objective is not below the first stage's start by this share."""
+
+
 def _guard_ref(stage: StageState, n_recent: int) -> float | None:
     """The stage's start loss when the guard judges this exploit, else None.
 
@@ -120,13 +124,24 @@ def _guard_ref(stage: StageState, n_recent: int) -> float | None:
     return stage.ref_loss
 
 
+def _step_spread(stage: StageState) -> float:
+    """Step-to-step noise of the exploit's last losses (robust sd of their differences
+    over sqrt 2: a falling or rising trend does not count as noise)."""
+    values = [v for v in stage.exploit_losses[-4 * stage.guard_window :] if v is not None]
+    return robust_sd([b - a for a, b in zip(values, values[1:])]) / math.sqrt(2.0)
+
+
 def exploit_guard(stage: StageState, guard_factor: float) -> str | None:
     """Why the exploit must roll back now, or None (updates ``stage.exploit_best``).
 
     Fires when the median of the last ``guard_window`` losses exceeds
     ``guard_factor`` times the stage's start loss, or when the exploit had
-    clearly improved (below start / ``guard_factor``) and then gave back
-    nine tenths of that gain: the signature of a network the LR killed.
+    clearly improved and then gave back nine tenths of that gain: the signature
+    of a network the LR killed. A gain is clear when the loss fell below the
+    start by ``guard_factor`` (a third at the default), or, smaller, when it
+    stands out of the step-to-step noise and is at least :data:`NO_GAIN` of the
+    start (the gain a stage must keep): a network that leaves its initial
+    plateau at a too-large LR falls a little, then dies back to the plateau.
     """
     recent = stage.exploit_losses[-stage.guard_window :]
     ref = _guard_ref(stage, len(recent))
@@ -140,8 +155,10 @@ def exploit_guard(stage: StageState, guard_factor: float) -> str | None:
     if med > max(gf * ref, ref + margin):
         return f"loss rose above {gf:g}x the stage start loss"
     best = stage.exploit_best
-    if best < min(ref / gf, ref - margin) and med - best > 0.9 * (ref - best):
-        return "loss fell, then rose back to the stage start loss"
+    gain = ref - best
+    if gain > margin and med - best > 0.9 * gain:
+        if best < ref / gf or (gain > NO_GAIN * abs(ref) and gain > 4.0 * _step_spread(stage)):
+            return "loss fell, then rose back to the stage start loss"
     if (
         stage.spec.cool
         and len(stage.exploit_losses) >= 4 * stage.guard_window
@@ -169,10 +186,6 @@ def end_guard(stage: StageState) -> str | None:
     if statistics.median(recent) > ref + margin:
         return "the stage ended above its start loss"
     return None
-
-
-NO_GAIN = 0.02
-"""A stage "kept no gain" when its objective is not below the first stage's start by this share."""
 
 
 def kept_no_gain(reached: float | None, start: float | None) -> bool:

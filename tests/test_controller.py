@@ -14,7 +14,9 @@ from torch import nn
 
 from autolr import AutoLRS, LocalProber, Phase, StateError
 from autolr.offline.reader import read_run_log
+from autolr.plan import StageSpec
 from autolr.runlog import SCHEMA_VERSION
+from autolr.stage import StageState, exploit_guard
 from tests.conftest import Regression, make_model, train_step
 
 
@@ -544,3 +546,32 @@ def test_a_stage_that_gained_keeps_the_trust_region_around_its_lr(task, caplog):
         if prev is not None and rec["lr_bounds"] is not None:
             low, high = rec["lr_bounds"]
             assert low < prev["lr"] < high
+
+
+def _guard_over(losses: list[float], ref: float = 2.30) -> str | None:
+    """The exploit guard's verdict fed ``losses`` one by one (stage start loss ``ref``)."""
+    spec = StageSpec(index=1, tau=100, tau_probe=10, probes=3, exploit_steps=len(losses))
+    stage = StageState(spec=spec, start_step=0, progress=0.1, ref_loss=ref)
+    for value in losses:
+        stage.exploit_losses.append(value)
+        reason = exploit_guard(stage, guard_factor=1.5)
+        if reason is not None:
+            return reason
+    return None
+
+
+def test_a_small_gain_given_back_is_a_killed_network():
+    # A network leaves its plateau at a too-large LR: the loss falls by a fifth (not
+    # the third the blow-up factor asks), then dies back to the plateau level.
+    gen = torch.Generator().manual_seed(0)
+    wiggle = [0.01 * float(v) for v in torch.randn(60, generator=gen)]
+    losses = [2.30 + w for w in wiggle[:20]]
+    losses += [2.30 - 0.5 * min(i, 10) / 10 + w for i, w in enumerate(wiggle[20:40])]
+    losses += [2.31 + w for w in wiggle[40:]]
+    assert _guard_over(losses) == "loss fell, then rose back to the stage start loss"
+
+
+def test_a_plateau_s_noise_is_no_gain_given_back():
+    gen = torch.Generator().manual_seed(1)
+    losses = [2.30 * (1 + 0.01 * float(v)) for v in torch.randn(400, generator=gen)]
+    assert _guard_over(losses) is None
