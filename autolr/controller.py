@@ -92,6 +92,7 @@ from autolr.stage import (
     StageRow,
     StageState,
     Summary,
+    climb,
     end_guard,
     exploit_guard,
     kept_no_gain,
@@ -542,7 +543,7 @@ class AutoLRS:
         self._restore(self._snapshot)
         self._snapshot = None
         self.search_range = (low, high)
-        self.strategy.set_range(low, high)
+        self.strategy.set_range(low, high, ceiling=test.lrs[-1])
         self.lr = self._default_lr()
         self._range = None
         self._begin_training()
@@ -860,6 +861,9 @@ class AutoLRS:
         self._winner = None
         stage.chosen_lr, stage.chosen_forecast = lr, forecast
         stage.guarded = reason != "fallback" or self._fallback_floor() not in stage.rejected
+        stage.climb_cap, stage.climbs = None, []
+        if reason == "fallback":
+            self._plan_climb(lr)
         self.log.write(
             DECISION,
             self.global_step,
@@ -888,6 +892,42 @@ class AutoLRS:
         if not from_probe and self.config.keep_winner and stage.spec.probes > 0:
             target += stage.spec.tau_probe
         self._start_exploit(target, from_probe)
+
+    def _plan_climb(self, lr: float) -> None:
+        """A stage with no candidate left on a plateau: its exploit climbs from ``lr``."""
+        assert self.stage is not None
+        stage = self.stage
+        cap = self.strategy.climb_ceiling(stage)
+        if cap is None:
+            return
+        cap = min([cap, *(r / 2 for r in stage.rejected)])
+        if 2.0 * lr > cap:
+            return
+        doublings = math.floor(math.log2(cap / lr))
+        stage.climb_cap = cap
+        # As slow as the exploit allows: the doublings spread over all of it.
+        stage.climb_every = max(stage.spec.tau_probe, stage.spec.exploit_steps // (doublings + 1))
+        logger.warning(
+            "stage %d: no candidate left the start level (a plateau): the exploit starts at "
+            "lr=%g and doubles it every %d steps, up to %g, until the loss clearly falls",
+            self.stage_index,
+            lr,
+            stage.climb_every,
+            cap,
+        )
+
+    def _climb(self) -> None:
+        """Every ``climb_every`` steps of a climbing exploit: double the LR or stop climbing."""
+        assert self.stage is not None
+        stage = self.stage
+        lr = climb(stage)
+        if lr is None:
+            stage.climb_cap = None
+            logger.info("stage %d: the climb holds lr=%g", self.stage_index, self.lr)
+            return
+        stage.chosen_lr = lr
+        stage.climbs.append([self.global_step, lr])
+        self._set_lr(lr)
 
     def _check_range_edge(self, lr: float | None, stage: StageState) -> None:
         """Warn, once per bound, when the given range looks wrong: two searched
@@ -971,6 +1011,8 @@ class AutoLRS:
             if reason is not None:
                 self._rollback(reason)
                 return
+        if stage.climb_cap is not None and len(stage.exploit_losses) % stage.climb_every == 0:
+            self._climb()
         done = len(stage.exploit_losses) >= stage.exploit_target and not stage.spec.final
         if done or self._at_anneal():
             reason = end_guard(stage)
@@ -1035,6 +1077,7 @@ class AutoLRS:
             actual_train=actual_train,
             steps=len(stage.exploit_losses),
             losses=stage.exploit_losses,
+            climbs=stage.climbs,
         )
         if self.stage_index == 0:
             self._start_level = stage.ref_loss

@@ -251,6 +251,8 @@ class ExploitEnd:
             version 1).
         actual_train: median of the last exploit training losses (added within
             version 1).
+        climbs: ``[step, lr]`` each time a climb off a plateau doubled the LR
+            during the exploit (added within version 1).
     """
 
     TYPE: ClassVar[str] = EXPLOIT_END
@@ -261,6 +263,7 @@ class ExploitEnd:
     forecast: float | None = _added()
     actual: float | None = _added()
     actual_train: float | None = _added()
+    climbs: list[list[float]] = _added()
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,10 @@ class StageState:
         winner: index of the probe whose end state is kept, if any.
         guarded: the guards judge this exploit (not a fallback below ``min_lr``,
             taken after ``min_lr`` itself failed; a non-finite loss still rolls back).
+        climb_cap: while the exploit climbs off a plateau (see :func:`climb`), the
+            highest LR it may climb to; None: no climb.
+        climb_every: exploit steps between two doublings of the climb.
+        climbs: ``[step, lr]`` of each doubling of the climb.
     """
 
     spec: StageSpec
@@ -60,6 +64,9 @@ class StageState:
     from_probe: bool = False
     winner: int | None = None
     guarded: bool = True
+    climb_cap: float | None = None
+    climb_every: int = 0
+    climbs: list[list[float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,12 +168,36 @@ def exploit_guard(stage: StageState, guard_factor: float) -> str | None:
             return "loss fell, then rose back to the stage start loss"
     if (
         stage.spec.cool
+        and stage.climb_cap is None
         and len(stage.exploit_losses) >= 4 * stage.guard_window
         and best >= ref - margin
     ):
         # The annealed race's no-progress rule: a dead network sits at its start level.
         return "no progress: the loss never left the stage start level"
     return None
+
+
+def climb(stage: StageState) -> float | None:
+    """While an exploit climbs off a plateau: the LR for the next steps, or None to stop.
+
+    Called every ``climb_every`` exploit steps. The climb stops (None) once the
+    exploit made a clear gain (its windowed median below the stage start by
+    :data:`NO_GAIN` of it and by four times the per-step noise at the start), or
+    when the LR would pass ``climb_cap``; else the LR doubles. A warmup that
+    finds its own peak: on a plateau every LR looks alike for a probe's length,
+    and the first LR large enough to leave it is held, before one large enough
+    to kill the network. The slower the climb, the smaller the LR at which the
+    network leaves the plateau, so the controller spreads the doublings from
+    the fallback LR to the cap over the whole exploit.
+    """
+    assert stage.climb_cap is not None and stage.chosen_lr is not None
+    ref = stage.ref_loss
+    best = stage.exploit_best
+    if ref is not None and best is not None:
+        if ref - best > max(NO_GAIN * abs(ref), 4.0 * stage.step_noise()):
+            return None
+    lr = 2.0 * stage.chosen_lr
+    return lr if lr <= stage.climb_cap else None
 
 
 def end_guard(stage: StageState) -> str | None:

@@ -26,6 +26,7 @@ from autolr.forecast import Forecaster, make_forecaster
 from autolr.plan import StageSpec
 from autolr.probing import ProbeRecord
 from autolr.proposer import GPProposer, Proposer
+from autolr.stage import kept_no_gain
 
 
 class StageView(Protocol):
@@ -64,8 +65,14 @@ class Strategy(Protocol):
         """The next ``q`` LRs to probe, linear scale."""
         ...
 
-    def set_range(self, low: float, high: float) -> None:
-        """The search range, once known (after the range test), linear scale."""
+    def set_range(self, low: float, high: float, ceiling: float | None = None) -> None:
+        """The search range, once known (after the range test), linear scale;
+        ``ceiling``: the LR where the range test's ramp stopped."""
+        ...
+
+    def climb_ceiling(self, stage: StageView) -> float | None:
+        """When no candidate of a stage is left: the highest LR the exploit may climb
+        to off a plateau (:func:`autolr.stage.climb`), or None to hold the fallback LR."""
         ...
 
     def score(self, probe: ProbeRecord, stage: StageView) -> None:
@@ -145,16 +152,22 @@ class ForecastStrategy:
         self.cfg = config
         self.forecaster = forecaster if forecaster is not None else default_forecaster(config)
         self.low, self.high = config.min_lr, config.max_lr
+        self.ceiling: float | None = None
         self._own_proposer = proposer is None
         # Without a full range the default proposer is built once the range test set it.
         known = proposer is not None or config.needs_range_test
         self.proposer: Proposer = proposer if known else default_proposer(config)  # type: ignore[assignment]
 
-    def set_range(self, low: float, high: float) -> None:
+    def set_range(self, low: float, high: float, ceiling: float | None = None) -> None:
         """The range test's range: the default proposer is built over it."""
         self.low, self.high = low, high
+        self.ceiling = ceiling
         if self._own_proposer:
             self.proposer = default_proposer(self.cfg, low, high)
+
+    def climb_ceiling(self, stage: StageView) -> float | None:
+        """None: a stage with no candidate left holds the fallback LR."""
+        return None
 
     def begin_stage(
         self,
@@ -276,8 +289,10 @@ class AnnealStrategy(ForecastStrategy):
     (``high, high / 2, ...``): each probe holds its LR, then cools down linearly
     to 0 (the controller runs both), and is scored by the objective at the end of
     the cooldown (the median of its last losses, or the validation loss). A
-    candidate that ends the cooldown no better than the stage start made no
-    progress and is out. The winner (its pre-cooldown state kept) is held until
+    candidate that ends the cooldown less than 2% below the stage start made no
+    progress (:func:`autolr.stage.kept_no_gain`) and is out; when every one is
+    out that way (a plateau), the exploit climbs from the ladder's floor
+    (:meth:`climb_ceiling`). The winner (its pre-cooldown state kept) is held until
     the final decay of ``anneal_fraction`` of the budget, shaped ``decay_shape``.
     """
 
@@ -321,7 +336,7 @@ class AnnealStrategy(ForecastStrategy):
         start = stage.val0 if stage.val0 is not None else stage.ref_loss
         if start is None and probe.train_losses and probe.train_losses[0] is not None:
             start = probe.train_losses[0]
-        if start is not None and value >= start:
+        if start is not None and kept_no_gain(value, start):
             probe.diverged, probe.reason = True, "no progress: back at the start level"
             return
         probe.forecast = value
@@ -329,14 +344,38 @@ class AnnealStrategy(ForecastStrategy):
     def reject(self, lr: float) -> None:
         """Nothing to tell: the race's ladder is fixed."""
 
+    def climb_ceiling(self, stage: StageView) -> float | None:
+        """A race where every candidate made no progress, none blew up, was run on a
+        plateau: the exploit climbs from the ladder's floor, up to the LR where the
+        range test stopped (twice the ladder's top when that is unknown), never
+        above a ``max_lr`` given."""
+        out = [p for p in stage.probes if p.diverged]
+        if not out or len(out) < len(stage.probes):
+            return None
+        if not all((p.reason or "").startswith("no progress") for p in out):
+            return None
+        cap = self.ceiling if self.ceiling is not None else None
+        if cap is None and self.high is not None:
+            cap = 2.0 * self.high
+        if cap is not None and self.cfg.max_lr is not None:
+            cap = min(cap, self.cfg.max_lr)
+        return cap
+
     def state_dict(self) -> dict[str, Any]:
-        return {"proposer": None, "range": [self.low, self.high], "next": self.next}
+        return {
+            "proposer": None,
+            "range": [self.low, self.high],
+            "next": self.next,
+            "ceiling": self.ceiling,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         low, high = state.get("range", (None, None))
         if low is not None and high is not None:
             self.low, self.high = float(low), float(high)
         self.next = int(state.get("next", 0))
+        ceiling = state.get("ceiling")
+        self.ceiling = float(ceiling) if ceiling is not None else None
 
 
 def make_strategy(

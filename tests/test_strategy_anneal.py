@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
 
 from autolr import AutoLRS, Phase
 from autolr.offline.replay import replay_run
+from autolr.plan import StageSpec
 from autolr.rangetest import RangeTest
+from autolr.stage import StageState, climb
 from autolr.strategy import decay_factor
 from tests.conftest import make_model, train_step
 
@@ -174,3 +177,83 @@ def test_range_test_then_warmup_then_the_race(task):
     assert tuner.log.of_type("stage_start")[0]["step"] == ramp + 30
     lrs = list(tuner.trace_lr)[ramp : ramp + 30]
     assert all(b > a for a, b in zip(lrs, lrs[1:]))  # the warmup ramps up after the test
+
+
+def test_a_race_on_a_plateau_climbs_until_the_loss_falls_and_replays_exactly(tmp_path):
+    # Every LR of the race looks alike on a plateau (none moves the loss within a
+    # probe); holding the ladder's floor would never leave it within the budget.
+    from tests.test_controller import Plateau
+
+    model = Plateau(escape=150.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "plateau.jsonl"
+    tuner = AutoLRS(model, opt, total_steps=1000, strategy="anneal", log_path=path)
+    with pytest.warns(UserWarning):
+        while not tuner.finished:
+            tuner.step(model.train_step(opt.param_groups[0]["lr"]))
+    probes = tuner.log.of_type("probe")
+    assert probes and all(p["reason"].startswith("no progress") for p in probes)
+    (end,) = tuner.log.of_type("exploit_end")
+    floor = min(p["lr"] for p in probes)
+    climbed = [lr for _, lr in end["climbs"]]
+    assert climbed[0] == pytest.approx(2 * floor)
+    assert all(b == pytest.approx(2 * a) for a, b in zip(climbed, climbed[1:]))
+    assert end["lr"] == climbed[-1] and end["actual_train"] < 1.0  # it left the plateau
+    assert tuner.trace_loss[-1] < 0.1
+    result = replay_run(path)
+    assert result.matches, [m.describe() for m in result.mismatches]
+    # The report draws the climb from the records alone as the replay does.
+    from autolr.offline.report import step_series
+
+    exact, alone = step_series(path), step_series(path, replay=False)
+    first = end["step"] - len(end["losses"])
+    span = slice(first, end["step"])
+    assert exact["lr"][span] == pytest.approx(alone["lr"][span])
+    assert len(set(alone["lr"][span].tolist())) == len(climbed) + 1
+
+
+def test_a_run_resumed_mid_climb_climbs_on_exactly():
+    from tests.test_controller import Plateau
+
+    def run(stop_at=None, resume=None):
+        model = Plateau(escape=150.0)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        if resume is not None:
+            model.load_state_dict(resume["model"])
+            model.gen.set_state(resume["gen"])
+        tuner = AutoLRS(model, opt, total_steps=1000, strategy="anneal")
+        if resume is not None:
+            tuner.load_state_dict(resume["tuner"])
+        lrs = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            while not tuner.finished and tuner.global_step != stop_at:
+                lrs.append(opt.param_groups[0]["lr"])
+                tuner.step(model.train_step(lrs[-1]))
+        saved = {
+            "model": model.state_dict(),
+            "gen": model.gen.get_state(),
+            "tuner": tuner.state_dict(),
+        }
+        return tuner, lrs, saved
+
+    full, full_lrs, _ = run()
+    (end,) = full.log.of_type("exploit_end")
+    first_climb = int(end["climbs"][0][0])
+    half, half_lrs, saved = run(stop_at=first_climb + 3)
+    assert half.stage is not None and half.stage.climb_cap is not None  # mid-climb
+    resumed, rest, _ = run(resume=saved)
+    assert half_lrs + rest == pytest.approx(full_lrs)
+    assert resumed.log.of_type("exploit_end")[0]["climbs"] == end["climbs"]
+
+
+def test_a_climb_stops_at_a_clear_gain_and_at_its_cap():
+    spec = StageSpec(index=0, tau=100, tau_probe=10, probes=4, exploit_steps=300, cool=10)
+    stage = StageState(spec=spec, start_step=0, progress=0.0, ref_loss=2.30, noise=0.01)
+    stage.chosen_lr, stage.climb_cap = 0.01, 0.05
+    stage.exploit_best = 2.29  # within 2% of the start: still on the plateau
+    assert climb(stage) == pytest.approx(0.02)
+    stage.chosen_lr = 0.04
+    assert climb(stage) is None  # 0.08 would pass the cap
+    stage.chosen_lr, stage.exploit_best = 0.01, 2.10
+    assert climb(stage) is None  # the loss clearly fell: hold

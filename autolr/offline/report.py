@@ -113,7 +113,8 @@ def step_series(
     lr = np.full(n, np.nan)
     loss = np.full(n, np.nan)
     phase = np.full(n, "", dtype=object)
-    if isinstance(replay, ReplayResult) and replay.matches:
+    replayed = isinstance(replay, ReplayResult) and replay.matches
+    if isinstance(replay, ReplayResult) and replayed:
         for step, applied, ph, _ in replay.steps:
             if 0 <= step < n:
                 lr[step], phase[step] = applied, ph
@@ -125,6 +126,8 @@ def step_series(
             _put(lr, loss, phase, rec["step"], rec["losses"], rec["lr"], "rolled_back")
         elif kind == EXPLOIT_END:
             _put(lr, loss, phase, rec["step"], rec["losses"], rec["lr"], "exploit")
+            if rec.get("climbs") and not replayed:
+                _put_climb(lr, rec)
     first = run.stages[0] if run.stages else None
     warm = int(run.config.get("warmup_steps") or 0)
     if first is not None and warm:
@@ -139,6 +142,17 @@ def step_series(
     if anneal:
         _put(lr, loss, phase, n, anneal, None, "anneal")
     return {"step": np.arange(n, dtype=np.int64), "lr": lr, "loss": loss, "phase": phase}
+
+
+def _put_climb(lr: np.ndarray, rec: dict[str, Any]) -> None:
+    """An exploit that climbed off a plateau: its LR, doubled at each ``climbs`` step."""
+    end = int(rec["step"])
+    climbs = [(int(step), float(rate)) for step, rate in rec["climbs"]]
+    rate = float(rec["lr"]) / 2.0 ** len(climbs)
+    for i in range(max(end - len(rec["losses"]), 0), min(end, len(lr))):
+        while climbs and climbs[0][0] <= i:
+            rate = climbs.pop(0)[1]
+        lr[i] = rate
 
 
 def _put(
