@@ -58,6 +58,7 @@ from autolr.probing import (
     ProbeRecord,
     ProbeRequest,
     check_outcome,
+    cooldown_lr,
     finite_or_none,
     group_ratios,
     set_group_lrs,
@@ -98,7 +99,7 @@ from autolr.stage import (
     kept_no_gain,
     robust_sd,
 )
-from autolr.strategy import ForecastStrategy, Strategy, decay_factor, make_strategy
+from autolr.strategy import ForecastStrategy, Strategy, make_strategy
 
 logger = logging.getLogger(__name__)
 
@@ -718,7 +719,7 @@ class AutoLRS:
             if k == spec.tau_probe and self.config.keep_winner:
                 self._precool = self._capture_live()
             # The cooldown branch: linear to 0 over ``cool`` steps.
-            self._apply_lr(probe.lr * decay_factor("linear", k - spec.tau_probe, spec.cool))
+            self._apply_lr(cooldown_lr(probe.lr, k - spec.tau_probe, spec.cool))
 
     def _stop_reason(self, probe: ProbeRecord) -> str | None:
         """Why a probe must stop: the blow-up rule on its training losses, or a
@@ -761,6 +762,7 @@ class AutoLRS:
                 noise=stage.noise,
                 val_every=self._val_every() if self.val_fn is not None else 0,
                 keep_state=cfg.keep_winner,
+                cool=stage.spec.cool,
             )
             for i, lr in enumerate(lrs)
         ]
@@ -886,7 +888,8 @@ class AutoLRS:
             self.global_step,
             100.0 * self.search_steps / max(self.global_step, 1),
         )
-        if reason in ("best_forecast", "fallback"):
+        if reason in ("best_forecast", "fallback") and stage.climb_cap is None:
+            # (A climb off a plateau is no sign of a wrong range: it has its own warning.)
             self._check_range_edge(lr if reason == "best_forecast" else None, stage)
         target = stage.spec.exploit_steps
         if not from_probe and self.config.keep_winner and stage.spec.probes > 0:

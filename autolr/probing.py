@@ -101,6 +101,10 @@ class ProbeRequest:
         blowup_factor, early_abort, noise: the stop rule (see :func:`stop_reason`).
         val_every: with a validation objective, evaluate every this many steps.
         keep_state: return the probe's end state (for keep-the-winner).
+        cool: steps after ``steps`` whose LR falls linearly to 0 (the annealed
+            strategy's cooldown branch, :func:`cooldown_lr`); with one, validation
+            is evaluated once, at its end, and the end state returned is the
+            state before the cooldown.
     """
 
     lr: float
@@ -113,6 +117,7 @@ class ProbeRequest:
     noise: float = 0.0
     val_every: int = 0
     keep_state: bool = False
+    cool: int = 0
 
 
 @dataclass
@@ -165,10 +170,10 @@ def check_outcome(
         raise InputError(
             f"malformed probe outcome: train_losses must be a list, got {_kind(out.train_losses)}"
         )
-    if len(out.train_losses) > request.steps:
+    if len(out.train_losses) > request.steps + request.cool:
         raise InputError(
             f"malformed probe outcome: {len(out.train_losses)} losses for a probe of "
-            f"{request.steps} steps"
+            f"{request.steps + request.cool} steps"
         )
     losses = [_loss_or_none(v, f"train_losses[{i}]") for i, v in enumerate(out.train_losses)]
     val: list[tuple[float, float | None]] | None = None
@@ -270,6 +275,12 @@ def set_group_lrs(optimizer: torch.optim.Optimizer, lr: float, ratios: list[floa
             group["lr"] = lr * ratio
 
 
+def cooldown_lr(lr: float, done: int, cool: int) -> float:
+    """LR of step ``done`` (from 0) of a probe's ``cool``-step cooldown from ``lr``:
+    linear towards 0, neither end exactly ``lr`` or 0."""
+    return lr * max(0.0, (cool - done) / (cool + 1))
+
+
 def run_probe(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -278,32 +289,42 @@ def run_probe(
     request: ProbeRequest,
     ratios: list[float],
     val_fn: Callable[[], float] | None = None,
+    capture_state: Callable[[], Snapshot] | None = None,
 ) -> ProbeOutcome:
     """Train one probe from the current state; the caller restores afterwards.
 
     Args:
         train_step: ``train_step(model, optimizer, batch) -> loss`` doing
             forward, backward and ``optimizer.step()``.
-        batches: an iterator of batches; the probe takes ``request.steps`` of them.
+        batches: an iterator of batches; the probe takes ``request.steps`` (and
+            ``request.cool``) of them.
         ratios: each param group's LR relative to the first group's.
+        capture_state: takes a snapshot of the live state; with a cooldown and
+            ``request.keep_state``, called before the cooldown for ``end_state``
+            (without a cooldown the caller captures the end state itself).
     """
     set_group_lrs(optimizer, request.lr, ratios)
     losses: list[float | None] = []
     val: list[tuple[float, float | None]] | None = [] if val_fn is not None else None
-    for k in range(1, request.steps + 1):
+    total = request.steps + request.cool
+    end_state = None
+    for k in range(1, total + 1):
+        if k > request.steps:
+            set_group_lrs(
+                optimizer, cooldown_lr(request.lr, k - 1 - request.steps, request.cool), ratios
+            )
         loss = float(train_step(model, optimizer, next(batches)))
         losses.append(finite_or_none(loss))
-        if (
-            val is not None
-            and val_fn is not None
-            and (k % request.val_every == 0 or k == request.steps)
-        ):
-            val.append((float(k), finite_or_none(float(val_fn()))))
+        if val is not None and val_fn is not None:
+            if k == total or (not request.cool and k % request.val_every == 0):
+                val.append((float(k), finite_or_none(float(val_fn()))))
         if stop_reason(
             losses, request.ref_loss, request.blowup_factor, request.early_abort, request.noise
         ):
             break
-    return ProbeOutcome(train_losses=losses, val=val)
+        if k == request.steps and request.cool and request.keep_state and capture_state:
+            end_state = capture_state()
+    return ProbeOutcome(train_losses=losses, val=val, end_state=end_state)
 
 
 class LocalProber:
@@ -358,8 +379,10 @@ class LocalProber:
                     req,
                     ratios,
                     self.val_fn,
+                    lambda: capture(self.model, self.optimizer, self.extras),
                 )
-                if req.keep_state and out.train_losses and out.train_losses[-1] is not None:
+                last = out.train_losses[-1] if out.train_losses else None
+                if req.keep_state and not req.cool and last is not None:
                     out.end_state = capture(self.model, self.optimizer, self.extras)
             except Exception as exc:  # noqa: BLE001 - a failed probe is data, not a crash
                 out = ProbeOutcome(train_losses=[], error=f"{type(exc).__name__}: {exc}")

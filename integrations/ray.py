@@ -110,7 +110,8 @@ class ProbeWorker:
         return os.getpid()
 
     def probe(self, snapshot: Snapshot, request: ProbeRequest) -> ProbeOutcome:
-        """Restore ``snapshot``, train ``request.steps`` steps at ``request.lr``.
+        """Restore ``snapshot``, train ``request.steps`` steps at ``request.lr`` (then
+        its cooldown, if any).
 
         Exceptions propagate: the driver retries the probe on a fresh actor.
         """
@@ -125,8 +126,10 @@ class ProbeWorker:
             request,
             self.ratios,
             (lambda: val_fn(model)) if val_fn is not None else None,
+            lambda: capture(self.model, self.optimizer, self.extras),
         )
-        if request.keep_state and out.train_losses and out.train_losses[-1] is not None:
+        last = out.train_losses[-1] if out.train_losses else None
+        if request.keep_state and not request.cool and last is not None:
             out.end_state = capture(self.model, self.optimizer, self.extras)
         return out
 

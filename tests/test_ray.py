@@ -188,6 +188,22 @@ def test_outcomes_match_local_prober_in_parallel(pool):
             assert torch.equal(mine.end_state.model[key], tensor)
 
 
+def test_cooldown_probes_match_local_prober_and_keep_the_state_before_the_cooldown(pool):
+    """The annealed race's probes on actors: the same losses as in process, and the
+    end state returned is the one before the cooldown (where the exploit goes on)."""
+    snap = start_snapshot()
+    cooled = make_requests([0.003, 0.03], keep_state=True, cool=4)
+    got = pool.run(snap, cooled)
+    ref = local_outcomes(snap, cooled)
+    held = local_outcomes(snap, make_requests([0.003, 0.03], keep_state=True))
+    for mine, r, h in zip(got, ref, held, strict=True):
+        assert mine.error is None and len(mine.train_losses) == 12
+        assert mine.train_losses == r.train_losses and mine.train_losses[:8] == h.train_losses
+        assert mine.end_state is not None and h.end_state is not None
+        for key, tensor in h.end_state.model.items():
+            assert torch.equal(mine.end_state.model[key], tensor)
+
+
 @pytest.mark.slow
 def test_same_decisions_as_local_prober_with_q1(pool):
     local, local_model = run_autolrs(lambda m, o: LocalProber(m, o, train_step, batches))

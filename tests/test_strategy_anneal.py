@@ -8,7 +8,8 @@ import warnings
 import pytest
 import torch
 
-from autolr import AutoLRS, Phase
+from autolr import AutoLRS, LocalProber, Phase
+from autolr.errors import RangeWarning
 from autolr.offline.replay import replay_run
 from autolr.plan import StageSpec
 from autolr.rangetest import RangeTest
@@ -118,6 +119,41 @@ def test_anneal_probes_cool_down_and_the_exploit_keeps_the_pre_cooldown_state(ta
     assert opt.param_groups[0]["lr"] == decision["lr"]
 
 
+def test_a_prober_runs_the_race_s_cooldowns_as_the_inline_probes_do(task):
+    # One fixed batch, so that inline probes and the prober's see the same data.
+    batch = task.batch_at(0)
+
+    def run(with_prober: bool):
+        torch.manual_seed(0)
+        model = make_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        prober = (
+            LocalProber(model, opt, train_step, lambda stage, index: iter([batch] * 10**4))
+            if with_prober
+            else None
+        )
+        tuner = AutoLRS(model, opt, total_steps=1000, strategy="anneal", prober=prober)
+        while tuner.phase is not Phase.EXPLOIT:
+            tuner.step(train_step(model, opt, batch))
+        return tuner, model
+
+    (inline, inline_model), (backend, backend_model) = run(False), run(True)
+    spec = backend.stage.spec
+    a, b = inline.log.of_type("probe"), backend.log.of_type("probe")
+    assert spec.cool > 0 and len(b) == spec.probes
+    finished = [p for p in b if not p["diverged"]]
+    assert finished and all(len(p["train_losses"]) == spec.tau_probe + spec.cool for p in finished)
+    for pa, pb in zip(a, b, strict=True):
+        assert pa["train_losses"] == pytest.approx(pb["train_losses"])
+    assert [p["forecast"] for p in a] == pytest.approx([p["forecast"] for p in b])
+    (da,), (db,) = inline.log.of_type("decision"), backend.log.of_type("decision")
+    assert da["lr"] == db["lr"] and da["from_probe"] == db["from_probe"]
+    # Both exploits go on from the winner's state before its cooldown.
+    for k, v in inline_model.state_dict().items():
+        assert torch.allclose(v, backend_model.state_dict()[k])
+    assert backend.global_step == inline.global_step
+
+
 def test_anneal_run_holds_then_decays_and_replays_exactly(task, tmp_path):
     path = tmp_path / "anneal.jsonl"
     _, opt, tuner = _run(task, 1000, {"strategy": "anneal", "log_path": path, "warmup_steps": 20})
@@ -188,7 +224,8 @@ def test_a_race_on_a_plateau_climbs_until_the_loss_falls_and_replays_exactly(tmp
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     path = tmp_path / "plateau.jsonl"
     tuner = AutoLRS(model, opt, total_steps=1000, strategy="anneal", log_path=path)
-    with pytest.warns(UserWarning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RangeWarning)  # a plateau is no wrong range
         while not tuner.finished:
             tuner.step(model.train_step(opt.param_groups[0]["lr"]))
     probes = tuner.log.of_type("probe")
