@@ -108,8 +108,9 @@ class AutoLRSCallback(TrainerCallback):
     Evaluation and checkpoints during a probe see the probe's weights.
 
     Args:
-        min_lr: lower bound of the LR search (first param group, linear scale).
-        max_lr: upper bound of the LR search.
+        min_lr: lower bound of the LR search (first param group's LR, linear
+            scale); None (the default): found by an LR range test at the start.
+        max_lr: upper bound of the LR search; None: found by the range test.
         total_steps: the controller's budget in optimizer steps, probes included
             (default: the Trainer's ``max_steps``; give it only to tune part of a run).
         **options: any keyword option of :class:`autolr.AutoLRS` (``tau``,
@@ -131,8 +132,8 @@ class AutoLRSCallback(TrainerCallback):
 
     def __init__(
         self,
-        min_lr: float,
-        max_lr: float,
+        min_lr: float | None = None,
+        max_lr: float | None = None,
         total_steps: int | None = None,
         **options: Any,
     ) -> None:

@@ -84,8 +84,9 @@ class AutoLRSCallback(Callback):
     the middle of a stage.
 
     Args:
-        min_lr: lower bound of the LR search (first param group's LR, linear scale).
-        max_lr: upper bound of the LR search.
+        min_lr: lower bound of the LR search (first param group's LR, linear
+            scale); None (the default): found by an LR range test at the start.
+        max_lr: upper bound of the LR search; None: found by the range test.
         total_steps: the budget in optimizer steps, probes included. None: the
             trainer's ``estimated_stepping_batches`` (``max_steps`` when set) less
             the steps already taken; without any limit, AutoLRS stage sizes and
@@ -107,8 +108,8 @@ class AutoLRSCallback(Callback):
 
     def __init__(
         self,
-        min_lr: float,
-        max_lr: float,
+        min_lr: float | None = None,
+        max_lr: float | None = None,
         total_steps: int | None = None,
         **autolr_options: Any,
     ) -> None:
@@ -119,7 +120,11 @@ class AutoLRSCallback(Callback):
         self.max_lr = max_lr
         self.total_steps = total_steps
         self.options = dict(autolr_options)
-        self._check_budget(total_steps)
+        if total_steps is None and self.options.get("strategy") == "anneal":
+            # Its plan needs the budget, which the Trainer gives at setup: the options now.
+            self._config(None)
+        else:
+            self._check_budget(total_steps)
         self.tuner: AutoLRS | None = None
         self._budget: int | None = total_steps
         self._pending: dict[str, Any] | None = None

@@ -414,3 +414,44 @@ def test_resume_from_a_checkpoint_without_autolr_state_starts_a_new_search(tmp_p
     assert cb.tuner is not None and cb.tuner.config.total_steps == STEPS
     assert cb.tuner.finished and trainer.state.global_step == STEPS + 20
     assert_used_is_decided(rec, STEPS)
+
+
+@pytest.mark.slow
+def test_the_annealed_strategy_needs_no_range_and_resumes_mid_race(tmp_path):
+    # No min_lr/max_lr: the range test (at most 40 steps), a race of 3 probes of 5 steps
+    # plus a 5-step cooldown each, the hold, then the decay over the second half.
+    steps = 200
+    save = 49
+    opts = {"strategy": "anneal", "probes": 3, "tau_probe": 5, "seed": 0, "gp_device": "cpu"}
+
+    def run(resume=None):
+        cb = AutoLRSCallback(**opts)
+        rec = Recorder(cb)
+        trainer = Trainer(
+            model=make_model(),
+            args=make_args(tmp_path, max_steps=steps, save_strategy="steps", save_steps=save),
+            train_dataset=Sequences(),
+            callbacks=[cb, rec],
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer, cb, rec
+
+    full, cb, rec = run()
+    tuner = cb.tuner
+    assert tuner is not None and tuner.finished and tuner.global_step == steps
+    (test,) = tuner.log.of_type("range_test")
+    ramp = len(test["losses"])
+    assert 8 < ramp <= 40 and tuner.search_range is not None
+    probes = tuner.log.of_type("probe")
+    assert len(probes) == 3 and all(len(p["train_losses"]) == 10 for p in probes)
+    assert_used_is_decided(rec, steps)
+    # The checkpoint falls in the race's second probe, in its cooldown.
+    where = rec.at_save[save]
+    done, into = divmod(save - ramp, 10)
+    assert where[1:5] == (0, Phase.PROBE, done, into) and done == 1 and into > 5
+    again, cb2, rec2 = run(resume=str(tmp_path / f"checkpoint-{save}"))
+    assert rec2.at_begin == where and rec2.used == rec.used[save:]
+    assert cb2.tuner is not None
+    assert cb2.tuner.log.of_type("decision")[-1]["lr"] == tuner.log.of_type("decision")[-1]["lr"]
+    for (name, a), b in zip(full.model.state_dict().items(), again.model.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -424,3 +424,34 @@ def _ddp_worker(out: Path) -> None:
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--ddp-worker":
     _ddp_worker(Path(sys.argv[2]))
+
+
+@pytest.mark.slow
+def test_the_annealed_strategy_needs_no_range_and_resumes_mid_race(tmp_path):
+    opts = {"strategy": "anneal", "probes": 3, "tau_probe": 5, "seed": 0, "gp_device": "cpu"}
+    cb, full, _ = fit(tmp_path / "full", cb=AutoLRSCallback(**opts), max_steps=200)
+    tuner = cb.tuner
+    assert tuner is not None and tuner.finished and tuner.search_range is not None
+    ramp = len(tuner.log.of_type("range_test")[0]["losses"])
+    probes = tuner.log.of_type("probe")
+    assert len(probes) == 3 and all(len(p["train_losses"]) == 10 for p in probes)
+    assert full.used_lrs == list(tuner.trace_lr)
+    # Stop at an epoch boundary (the data order resumes exactly) inside the race.
+    stop_at = next(s for s in range(ramp + 1, ramp + 30) if s % BATCHES_PER_EPOCH == 0)
+
+    class Interrupt(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == stop_at:
+                raise RuntimeError("interrupted")
+
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=stop_at, save_top_k=-1)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        fit(tmp_path / "a", cb=AutoLRSCallback(**opts), extra=[Interrupt(), ckpt],
+            enable_checkpointing=True, max_steps=200)  # fmt: skip
+    path = next((tmp_path / "ckpt").glob("*.ckpt"))
+    cb_b = AutoLRSCallback(**opts)
+    _, resumed, trainer = fit(tmp_path / "b", cb=cb_b, ckpt_path=str(path), max_steps=200)
+    assert trainer.global_step == 200 and cb_b.tuner is not None and cb_b.tuner.finished
+    assert resumed.used_lrs == full.used_lrs[stop_at:]
+    for a, b in zip(full.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
