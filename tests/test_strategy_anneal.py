@@ -205,6 +205,30 @@ def test_resume_mid_range_test_continues_it_exactly(task):
     assert math.isclose(resumed.lr, full.lr)
 
 
+def test_resume_mid_race_races_the_same_candidates(task):
+    _, _, full = _run(task, 1000, {"strategy": "anneal"})
+    probes = full.log.of_type("probe")
+    assert len(probes) == 4
+    stop = probes[2]["step"] - 3  # inside the ladder's last probe
+    model, opt, half = _run(
+        task, 1000, {"strategy": "anneal"}, stop=lambda t: t.global_step == stop
+    )
+    assert half.phase is Phase.PROBE and len(half.stage.probes) == 2
+    state = half.state_dict()
+    model2 = make_model()
+    model2.load_state_dict(model.state_dict())
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.05)
+    opt2.load_state_dict(opt.state_dict())
+    resumed = AutoLRS(model2, opt2, total_steps=1000, strategy="anneal")
+    resumed.load_state_dict(state)
+    for batch in task.stream(stop):
+        resumed.step(train_step(model2, opt2, batch))
+        if resumed.phase is Phase.EXPLOIT:
+            break
+    got = [p["lr"] for p in resumed.log.of_type("probe")]
+    assert got == [p["lr"] for p in probes[2:]]
+
+
 def test_range_test_then_warmup_then_the_race(task):
     _, _, tuner = _run(task, 800, {"strategy": "anneal", "warmup_steps": 30})
     phases = [r["phase"] for r in tuner.log.of_type("phase")]
@@ -231,7 +255,7 @@ def test_a_race_on_a_plateau_climbs_until_the_loss_falls_and_replays_exactly(tmp
     probes = tuner.log.of_type("probe")
     assert probes and all(p["reason"].startswith("no progress") for p in probes)
     (end,) = tuner.log.of_type("exploit_end")
-    floor = min(p["lr"] for p in probes)
+    floor = tuner.search_range[0]  # the fallback LR the climb starts from
     climbed = [lr for _, lr in end["climbs"]]
     assert climbed[0] == pytest.approx(2 * floor)
     assert all(b == pytest.approx(2 * a) for a, b in zip(climbed, climbed[1:]))
