@@ -354,7 +354,7 @@ class AnnealStrategy(ForecastStrategy):
             return None
         if not all((p.reason or "").startswith("no progress") for p in out):
             return None
-        cap = self.ceiling if self.ceiling is not None else None
+        cap = self.ceiling
         if cap is None and self.high is not None:
             cap = 2.0 * self.high
         if cap is not None and self.cfg.max_lr is not None:

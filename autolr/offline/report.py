@@ -113,8 +113,9 @@ def step_series(
     lr = np.full(n, np.nan)
     loss = np.full(n, np.nan)
     phase = np.full(n, "", dtype=object)
-    replayed = isinstance(replay, ReplayResult) and replay.matches
-    if isinstance(replay, ReplayResult) and replayed:
+    replayed = False
+    if isinstance(replay, ReplayResult) and replay.matches:
+        replayed = True
         for step, applied, ph, _ in replay.steps:
             if 0 <= step < n:
                 lr[step], phase[step] = applied, ph
