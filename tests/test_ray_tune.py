@@ -231,10 +231,11 @@ def test_asha_and_early_stopping_never_act_on_a_probe(ray_session, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_trial_needs_no_lr_range(ray_session, tmp_path):
+@pytest.mark.parametrize("strategy", ["forecast", "anneal"])
+def test_a_trial_needs_no_lr_range(ray_session, tmp_path, strategy):
     grid = tune.Tuner(
         trainable_with(data),
-        param_space={"autolrs": {"total_steps": TOTAL, "seed": 0}},
+        param_space={"autolrs": {"total_steps": TOTAL, "seed": 0, "strategy": strategy}},
         run_config=tune.RunConfig(storage_path=str(tmp_path), name="norange", verbose=0),
     ).fit()
     assert not grid.errors
