@@ -349,10 +349,10 @@ class AnnealStrategy(ForecastStrategy):
         plateau: the exploit climbs from the ladder's floor, up to the LR where the
         range test stopped (twice the ladder's top when that is unknown), never
         above a ``max_lr`` given."""
-        out = [p for p in stage.probes if p.diverged]
-        if not out or len(out) < len(stage.probes):
-            return None
-        if not all((p.reason or "").startswith("no progress") for p in out):
+        plateau = all(
+            p.diverged and (p.reason or "").startswith("no progress") for p in stage.probes
+        )
+        if not stage.probes or not plateau:
             return None
         cap = self.ceiling
         if cap is None and self.high is not None:

@@ -21,7 +21,13 @@ from autolr import AutoLRS, Phase  # noqa: E402
 from autolr.errors import SchedulerConflictWarning, StateError  # noqa: E402
 from autolr.integrations.lightning import AutoLRSCallback  # noqa: E402
 from autolr.offline.reader import read_run_log  # noqa: E402
-from tests.test_lightning import BATCHES_PER_EPOCH, OPTIONS, TinyModule, fit  # noqa: E402
+from tests.test_lightning import (  # noqa: E402
+    BATCHES_PER_EPOCH,
+    OPTIONS,
+    InterruptAt,
+    TinyModule,
+    fit,
+)
 
 
 def _tensors(tree: Any) -> list[torch.Tensor]:
@@ -122,17 +128,12 @@ def _checkpoint_mid_run(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
     """A Lightning checkpoint at step 42 (stage 1, in a probe) and its contents."""
     stop_at = 6 * BATCHES_PER_EPOCH
 
-    class Interrupt(Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if trainer.global_step == stop_at:
-                raise RuntimeError("interrupted")
-
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=stop_at, save_top_k=-1)
     with pytest.raises(RuntimeError, match="interrupted"):
         fit(
             tmp_path / "a",
             cb=AutoLRSCallback(1e-3, 1.0, **OPTIONS),
-            extra=[Interrupt(), ckpt],
+            extra=[InterruptAt(stop_at), ckpt],
             enable_checkpointing=True,
         )
     path = next((tmp_path / "ckpt").glob("*.ckpt"))

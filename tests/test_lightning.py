@@ -127,6 +127,17 @@ def fit(tmp_path: Path, module: TinyModule | None = None, ckpt_path: str | None 
     return cb, module, trainer
 
 
+class InterruptAt(Callback):
+    """Raises ``RuntimeError("interrupted")`` when training reaches ``step``: a crash."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise RuntimeError("interrupted")
+
+
 def without_time(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k != "time"} for r in records]
 
@@ -216,15 +227,10 @@ def test_resume_mid_probe_continues_the_search(tmp_path):
 
     stop_at = 6 * BATCHES_PER_EPOCH  # an epoch boundary, so the data order resumes exactly
 
-    class Interrupt(Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if trainer.global_step == stop_at:
-                raise RuntimeError("interrupted")
-
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=stop_at, save_top_k=-1)
     cb_a = AutoLRSCallback(1e-3, 1.0, log_path=split_log, **OPTIONS)
     with pytest.raises(RuntimeError, match="interrupted"):
-        fit(tmp_path / "a", cb=cb_a, extra=[Interrupt(), ckpt], enable_checkpointing=True)
+        fit(tmp_path / "a", cb=cb_a, extra=[InterruptAt(stop_at), ckpt], enable_checkpointing=True)
     path = next((tmp_path / "ckpt").glob("*.ckpt"))
     assert torch.load(path, weights_only=True)["callbacks"]["AutoLRSCallback"]["tuner"]
 
@@ -439,14 +445,9 @@ def test_the_annealed_strategy_needs_no_range_and_resumes_mid_race(tmp_path):
     # Stop at an epoch boundary (the data order resumes exactly) inside the race.
     stop_at = next(s for s in range(ramp + 1, ramp + 30) if s % BATCHES_PER_EPOCH == 0)
 
-    class Interrupt(Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if trainer.global_step == stop_at:
-                raise RuntimeError("interrupted")
-
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=stop_at, save_top_k=-1)
     with pytest.raises(RuntimeError, match="interrupted"):
-        fit(tmp_path / "a", cb=AutoLRSCallback(**opts), extra=[Interrupt(), ckpt],
+        fit(tmp_path / "a", cb=AutoLRSCallback(**opts), extra=[InterruptAt(stop_at), ckpt],
             enable_checkpointing=True, max_steps=200)  # fmt: skip
     path = next((tmp_path / "ckpt").glob("*.ckpt"))
     cb_b = AutoLRSCallback(**opts)

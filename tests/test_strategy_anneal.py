@@ -33,6 +33,17 @@ def _run(task, steps=1000, tuner_kw=None, stop=None):
     return model, opt, tuner
 
 
+def _resumed(model, opt, tuner, steps):
+    """A new model, optimizer and annealed controller with the state of ``tuner``'s run."""
+    model2 = make_model()
+    model2.load_state_dict(model.state_dict())
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.05)
+    opt2.load_state_dict(opt.state_dict())
+    resumed = AutoLRS(model2, opt2, total_steps=steps, strategy="anneal")
+    resumed.load_state_dict(tuner.state_dict())
+    return model2, opt2, resumed
+
+
 def test_no_range_needed_the_range_test_sets_it_and_restores_the_start(task):
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -187,13 +198,7 @@ def test_resume_mid_range_test_continues_it_exactly(task):
     _, _, full = _run(task, 600, {"strategy": "anneal"})
     model, opt, half = _run(task, 600, {"strategy": "anneal"}, stop=lambda t: t.global_step == 15)
     assert half.phase is Phase.RANGE
-    state = half.state_dict()
-    model2 = make_model()
-    model2.load_state_dict(model.state_dict())
-    opt2 = torch.optim.SGD(model2.parameters(), lr=0.05)
-    opt2.load_state_dict(opt.state_dict())
-    resumed = AutoLRS(model2, opt2, total_steps=600, strategy="anneal")
-    resumed.load_state_dict(state)
+    model2, opt2, resumed = _resumed(model, opt, half, 600)
     for batch in task.stream(15):
         resumed.step(train_step(model2, opt2, batch))
         if resumed.finished:
@@ -214,13 +219,7 @@ def test_resume_mid_race_races_the_same_candidates(task):
         task, 1000, {"strategy": "anneal"}, stop=lambda t: t.global_step == stop
     )
     assert half.phase is Phase.PROBE and len(half.stage.probes) == 2
-    state = half.state_dict()
-    model2 = make_model()
-    model2.load_state_dict(model.state_dict())
-    opt2 = torch.optim.SGD(model2.parameters(), lr=0.05)
-    opt2.load_state_dict(opt.state_dict())
-    resumed = AutoLRS(model2, opt2, total_steps=1000, strategy="anneal")
-    resumed.load_state_dict(state)
+    model2, opt2, resumed = _resumed(model, opt, half, 1000)
     for batch in task.stream(stop):
         resumed.step(train_step(model2, opt2, batch))
         if resumed.phase is Phase.EXPLOIT:
