@@ -1,12 +1,15 @@
 """autolr: tune the learning rate of a PyTorch run while it trains.
 
-Follows AutoLRS (Jin et al., ICLR 2021): stages of probes from an in-memory
-snapshot, exponential forecasts of each probe's loss, Gaussian-process Bayesian
-optimization over log(lr), then an exploit at the best LR.
+Builds on AutoLRS (Jin et al., ICLR 2021): probes of candidate LRs from an
+in-memory snapshot, then an exploit at the best one. With a step budget the
+default strategy (``anneal``) finds the range by an LR range test, scores each
+candidate by its loss after a short cooldown branch, holds the winner and decays
+it at the end; ``strategy="forecast"`` is AutoLRS's rule (exponential forecasts
+of each probe's loss, Gaussian-process Bayesian optimization over log(lr)).
 
 Quick use::
 
-    tuner = autolr.AutoLRS(model, optimizer, min_lr=1e-4, max_lr=1e-1, total_steps=20_000)
+    tuner = autolr.AutoLRS(model, optimizer, total_steps=20_000)
     for batch in loader:
         loss = train_step(model, optimizer, batch)
         tuner.step(loss)

@@ -67,6 +67,11 @@ def _add_demo(sub: Any) -> None:
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the data split, the models and autolr"
     )
+    p.add_argument(
+        "--strategy",
+        choices=("anneal", "forecast"),
+        help="autolr's decision rule (default: autolr's default, anneal with a budget)",
+    )
     p.add_argument("--out", default="autolr_runs/demo", help="output folder")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.set_defaults(handler="autolr.demo:demo_command")

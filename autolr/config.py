@@ -31,6 +31,7 @@ ANNEAL_PROBES = 4
 ANNEAL_FRACTION = 0.5
 
 OBJECTIVES = ("train_loss", "val_loss")
+STRATEGIES = ("forecast", "anneal")
 
 Check = Callable[[str, Any], Any]
 
@@ -140,13 +141,22 @@ def option(
     *,
     optional: bool = False,
     derived: bool = False,
+    forecast_only: bool = False,
 ) -> Any:
     """One option: its default, its check (skipped for None when ``optional``), its doc.
 
     ``derived`` marks a setting the controller fills in itself (recorded in the
-    log, never passed by the user).
+    log, never passed by the user). ``forecast_only``: read by the ``forecast``
+    strategy alone; set to another value than its default, it picks that strategy
+    when none is named.
     """
-    meta = {"doc": doc, "check": check, "optional": optional, "derived": derived}
+    meta = {
+        "doc": doc,
+        "check": check,
+        "optional": optional,
+        "derived": derived,
+        "forecast_only": forecast_only,
+    }
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -171,12 +181,14 @@ class AutoLRSConfig:
         positive,
         optional=True,
     )
-    strategy: str = option(
-        "forecast",
-        "the decision rule: `forecast` (each probe's loss forecast at the stage's horizon, "
-        "as in AutoLRS) or `anneal` (range test, a race scored after a cooldown, the winner "
-        "held, then a long decay)",
-        one_of("forecast", "anneal"),
+    strategy: str | None = option(
+        None,
+        "the decision rule: `anneal` (range test, a race scored after a cooldown, the winner "
+        "held, then a long decay; needs total_steps) or `forecast` (each probe's loss "
+        "forecast at the stage's horizon, as in AutoLRS); default `anneal` with total_steps, "
+        "else `forecast`, which an option only it reads (`tau`, `lr_trust`, ...) also picks",
+        one_of(*STRATEGIES),
+        optional=True,
     )
     cooldown_fraction: float = option(
         1.0,
@@ -199,9 +211,9 @@ class AutoLRSConfig:
     )
     total_steps: int | None = option(
         None,
-        "the step budget, probes included: stages are sized to fit it, the last "
-        "`anneal_fraction` decays linearly and `finished` turns True when it is spent "
-        "(None: AutoLRS stage sizes, no anneal, never finished)",
+        "the step budget, probes included: the search is sized to fit it, the last "
+        "`anneal_fraction` decays the LR and `finished` turns True when it is spent "
+        "(None: strategy `forecast` with AutoLRS stage sizes, no decay, never finished)",
         integer(1),
         optional=True,
     )
@@ -210,9 +222,14 @@ class AutoLRSConfig:
         "first stage's exploit horizon in steps (AutoLRS: 1000; sized from the budget)",
         integer(1),
         optional=True,
+        forecast_only=True,
     )
     tau_max: int | None = option(
-        None, "largest `tau` (AutoLRS: 8000; with a budget: 8 * tau)", integer(1), optional=True
+        None,
+        "largest `tau` (AutoLRS: 8000; with a budget: 8 * tau)",
+        integer(1),
+        optional=True,
+        forecast_only=True,
     )
     tau_probe: int | None = option(
         None, "probe length in steps (default `probe_fraction * tau`)", integer(1), optional=True
@@ -221,8 +238,11 @@ class AutoLRSConfig:
         PAPER_PROBE_FRACTION,
         "`tau_probe / tau` when `tau_probe` is not given",
         fraction(0.001, 1.0, open_low=True),
+        forecast_only=True,
     )
-    growth: float = option(2.0, "factor by which `tau` grows each stage", fraction(1.0, 16.0))
+    growth: float = option(
+        2.0, "factor by which `tau` grows each stage", fraction(1.0, 16.0), forecast_only=True
+    )
     probes: int | None = option(
         None,
         "candidate LRs probed per stage (AutoLRS: 10; 3 with a budget)",
@@ -257,7 +277,8 @@ class AutoLRSConfig:
     )
     anneal_fraction: float | None = option(
         None,
-        "fraction of `total_steps` decayed linearly at the end (0.1 with a budget; 0: none)",
+        "fraction of `total_steps` decayed at the end (with a budget: 0.5 with strategy "
+        "`anneal`, 0.1 with `forecast`; 0: none)",
         fraction(0.0, 0.9),
         optional=True,
     )
@@ -282,12 +303,16 @@ class AutoLRSConfig:
         above_one,
     )
     initial_probes: int = option(
-        3, "space-filling probes per stage before the GP proposes", integer(1)
+        3,
+        "space-filling probes per stage before the GP proposes",
+        integer(1),
+        forecast_only=True,
     )
     warm_start: bool = option(
         False,
         "share what earlier stages learned through a GP over (log lr, training progress)",
         flag,
+        forecast_only=True,
     )
     loss_floor: float | None = option(
         0.0,
@@ -300,6 +325,7 @@ class AutoLRSConfig:
         "forecast the highest value among the curve rates the probe cannot rule out "
         "(profile likelihood, in z units; 0: the point forecast)",
         fraction(0.0, 10.0),
+        forecast_only=True,
     )
     lr_trust: float | None = option(
         2.0,
@@ -307,6 +333,7 @@ class AutoLRSConfig:
         "(None: the whole range every stage, as in AutoLRS)",
         trust_factor,
         optional=True,
+        forecast_only=True,
     )
     seed: int = option(
         0, "seeds every choice; the same seed gives the same LRs for the same losses", integer(0)
@@ -321,6 +348,11 @@ class AutoLRSConfig:
     )
 
     def __post_init__(self) -> None:
+        if self.strategy is None:
+            # Resolved here so that a run log and a saved state name the rule that ran.
+            self.strategy = "anneal" if self.total_steps is not None else "forecast"
+            if self.forecast_settings():
+                self.strategy = "forecast"
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             check = f.metadata["check"]
@@ -343,6 +375,14 @@ class AutoLRSConfig:
             raise ConfigError(
                 f"tau_probe must be <= tau, got tau_probe={self.tau_probe} > tau={self.tau}"
             )
+
+    def forecast_settings(self) -> list[str]:
+        """The options set away from their defaults that only the forecast strategy reads."""
+        return [
+            f.name
+            for f in dataclasses.fields(self)
+            if f.metadata["forecast_only"] and getattr(self, f.name) != f.default
+        ]
 
     @property
     def n_probes(self) -> int:

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autolr.config import AutoLRSConfig, check_option_names, options_doc
+from autolr.config import STRATEGIES, AutoLRSConfig, check_option_names, options_doc
 from autolr.errors import (
     AutoLRWarning,
     ConfigError,
@@ -124,6 +124,29 @@ PARTS = frozenset(
 """Keyword arguments of :class:`AutoLRS` that are objects of the run, not options."""
 
 
+def strategy_name(
+    named: str | None,
+    strategy: Strategy | None,
+    forecaster: Forecaster | None,
+    proposer: Proposer | None,
+) -> str | None:
+    """The ``strategy`` option for what the caller gave.
+
+    A name wins; a strategy object gives its own name (``forecast`` for one the
+    config does not know); a forecaster or proposer handed in are parts of the
+    ``forecast`` strategy. None leaves the config's default (``anneal`` with a
+    budget, else ``forecast``).
+    """
+    if named is not None:
+        return named
+    if strategy is not None:
+        name = getattr(strategy, "name", None)
+        return name if name in STRATEGIES else "forecast"
+    if forecaster is not None or proposer is not None:
+        return "forecast"
+    return None
+
+
 class Phase(str, Enum):
     """What the current training step is for."""
 
@@ -164,13 +187,14 @@ class AutoLRS:
             prober: a :class:`autolr.probing.ProbeBackend` that runs probes itself
                 (in this process or on Ray workers). Without one, the probes run
                 inline in the caller's loop.
-            strategy: the decision rule: a name (the ``strategy`` option below)
-                or a :class:`autolr.strategy.Strategy` object (default: the one
-                the option names, with the ``forecaster`` and ``proposer`` given).
-            forecaster: a :class:`autolr.forecast.Forecaster` for the default
-                strategy (default: exponential, with ``loss_floor``).
-            proposer: a :class:`autolr.proposer.Proposer` for the default strategy
-                (default: the GP over ``[min_lr, max_lr]``).
+            strategy: the decision rule: a name (the ``strategy`` option below;
+                default ``anneal`` with ``total_steps``, else ``forecast``) or a
+                :class:`autolr.strategy.Strategy` object.
+            forecaster: a :class:`autolr.forecast.Forecaster` for the ``forecast``
+                strategy (default: exponential, with ``loss_floor``); giving one
+                (or a proposer) without naming a strategy picks ``forecast``.
+            proposer: a :class:`autolr.proposer.Proposer` for the ``forecast``
+                strategy (default: the GP over ``[min_lr, max_lr]``).
             trace: keep the LR, loss and phase of every step in memory (17 bytes a step).
         watch_lr: warn when other code (an LR scheduler on the same optimizer)
             changes the LR autolr set. Adapters that manage the framework's
@@ -216,6 +240,7 @@ class AutoLRS:
         check_option_names(options)
         if isinstance(strategy, str):  # a strategy by name is an option
             options["strategy"], strategy = strategy, None
+        options["strategy"] = strategy_name(options.get("strategy"), strategy, forecaster, proposer)
         self.config = AutoLRSConfig(
             min_lr=min_lr,  # type: ignore[arg-type]
             max_lr=max_lr,  # type: ignore[arg-type]
@@ -340,12 +365,19 @@ class AutoLRS:
         """
         parts = PARTS - without
         check_option_names(options, owner=owner, extra=parts)
-        named = isinstance(options.get("strategy"), str)  # a strategy by name is an option
+        given = options.get("strategy")
+        name = strategy_name(
+            given if isinstance(given, str) else None,
+            None if isinstance(given, str) else given,
+            options.get("forecaster"),
+            options.get("proposer"),
+        )
         return AutoLRSConfig(
             min_lr=min_lr,
             max_lr=max_lr,
             total_steps=total_steps,
-            **{k: v for k, v in options.items() if k not in parts or (k == "strategy" and named)},
+            strategy=name,
+            **{k: v for k, v in options.items() if k not in parts},
         )
 
     @property
@@ -356,6 +388,11 @@ class AutoLRS:
     @property
     def in_probe(self) -> bool:
         return self.phase is Phase.PROBE
+
+    @property
+    def in_search(self) -> bool:
+        """In a probe or the range test: steps from a snapshot that will be put back."""
+        return self.phase in (Phase.PROBE, Phase.RANGE)
 
     def step(self, loss: Any) -> float:
         """Record the loss of the training step just taken and set the next step's LR.
@@ -438,9 +475,10 @@ class AutoLRS:
     def restore_snapshot(self) -> bool:
         """Put the stage snapshot back into the model and optimizer.
 
-        Used after an exception in the middle of a probe, so the model never
-        goes on from a probe's state. A probe under way starts over (its steps
-        so far stay counted). Returns False when there is no snapshot.
+        Used after an exception in the middle of a probe or of the range test,
+        so the model never goes on from a probe's state. A probe or a range test
+        under way starts over (its steps so far stay counted). Returns False
+        when there is no snapshot.
         """
         if self._snapshot is None:
             return False
@@ -448,6 +486,9 @@ class AutoLRS:
         self._dirty = False
         if self.phase is Phase.PROBE and self.probe is not None:
             self._start_probe(self.probe.lr)
+        if self.phase is Phase.RANGE and self._range is not None:
+            self._range = RangeTest(steps=self._range.steps)
+            self._apply_lr(self._range.lr(0))
         return True
 
     def __enter__(self) -> AutoLRS:
@@ -456,8 +497,8 @@ class AutoLRS:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         # In a probe the model may have moved even before the probe's first
         # ``step()`` (an optimizer step at the probe's LR, then the exception).
-        if exc_type is not None and self.phase is Phase.PROBE:
-            logger.warning("exception during a probe: restoring the stage snapshot")
+        if exc_type is not None and self.in_search:
+            logger.warning("exception during a %s: restoring the snapshot", self.phase.value)
             self.restore_snapshot()
 
     def batches(self, iterable: Iterable[Any]) -> Iterator[Any]:
@@ -540,6 +581,21 @@ class AutoLRS:
             best_lr=test.best_lr,
             lr_range=[low, high],
         )
+        edge = test.outside(self.config)
+        if edge is not None:
+            self._unwarned_edges.discard(edge)
+            side, fix = (
+                ("above", f"pass a larger max_lr (e.g. max_lr={test.best_lr:g})")
+                if edge == "max_lr"
+                else ("below", f"pass a smaller min_lr (e.g. min_lr={test.best_lr / 10:g})")
+            )
+            warnings.warn(
+                f"the LR range test found its lowest loss at lr={test.best_lr:.4g}, "
+                f"{side} the search range given (min_lr={self.config.min_lr}, "
+                f"max_lr={self.config.max_lr}): the range given is kept, but {fix}",
+                RangeWarning,
+                stacklevel=4,
+            )
         assert self._snapshot is not None
         self._restore(self._snapshot)
         self._snapshot = None
@@ -1336,8 +1392,8 @@ class AutoLRS:
         strategy = self.strategy
         if saved.to_dict() != self.config.to_dict():
             logger.warning("loading AutoLRS state saved with other settings; using the saved ones")
-            if isinstance(strategy, ForecastStrategy):
-                strategy = ForecastStrategy(saved)
+            if isinstance(strategy, ForecastStrategy):  # built from the config: rebuilt from it
+                strategy = make_strategy(saved)
         probe_strategy = copy.deepcopy(strategy)
         try:
             probe_strategy.load_state_dict(strategy_state)

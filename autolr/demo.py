@@ -22,7 +22,7 @@ from torch import nn
 from autolr.console import fmt, out, print_table
 from autolr.controller import AutoLRS, Phase
 from autolr.errors import require
-from autolr.runlog import EXPLOIT_END, PROBE, ROLLBACK, STAGE_START
+from autolr.runlog import EXPLOIT_END, PROBE, RANGE_TEST, ROLLBACK, STAGE_START
 
 logger = logging.getLogger(__name__)
 
@@ -262,6 +262,7 @@ def demo_command(args: argparse.Namespace) -> int:
             out_dir=args.out,
             plot=not args.no_plot,
             progress=bar.update,
+            options={} if args.strategy is None else {"strategy": args.strategy},
         )
     tuner = res.tuner
     records = tuner.log.records
@@ -270,6 +271,15 @@ def demo_command(args: argparse.Namespace) -> int:
     for r in records:
         if r["type"] == ROLLBACK:
             rollbacks[r["stage"]] = rollbacks.get(r["stage"], 0) + 1
+    annealed = tuner.config.strategy == "anneal"
+    for r in records:
+        if r["type"] == RANGE_TEST:
+            out(
+                f"\nRange test: {len(r['lrs'])} steps of an LR ramp from {fmt(r['lrs'][0])}, "
+                f"stopped at {fmt(r['lrs'][-1])} ({r['reason'] or 'end of the ramp'}); "
+                f"search range {fmt(r['lr_range'][0])} to {fmt(r['lr_range'][1])}"
+            )
+    score = "score" if annealed else "forecast"
     rows = []
     for r in records:
         if r["type"] != EXPLOIT_END:
@@ -288,24 +298,43 @@ def demo_command(args: argparse.Namespace) -> int:
                 str(rollbacks.get(r["stage"], 0)),
             ]
         )
-    out(
-        "\nStages (forecast: the validation loss each stage's probes extrapolate to at its "
-        "end, t=tau; actual: the validation loss the stage reached)"
-    )
-    print_table(["stage", "tau", "probes", "LR chosen", "forecast", "actual", "rollbacks"], rows)
-    out("\nWhy: each stage's candidates (forecast, or why it was out), the chosen one marked *")
+    if annealed:
+        out(
+            "\nStages (score: the validation loss the winning candidate reached after a "
+            "cooldown of its LR to 0, a branch restored afterwards; actual: the validation "
+            "loss at the end of the hold, before the final decay)"
+        )
+    else:
+        out(
+            "\nStages (forecast: the validation loss each stage's probes extrapolate to at its "
+            "end, t=tau; actual: the validation loss the stage reached)"
+        )
+    print_table(["stage", "tau", "probes", "LR chosen", score, "actual", "rollbacks"], rows)
+    out(f"\nWhy: each stage's candidates ({score}, or why it was out), the chosen one marked *")
     for line in _why_lines(records):
         out(line)
-    misses = [
-        max(r["forecast"] / r["actual"], r["actual"] / r["forecast"])
-        for r in records
-        if r["type"] == EXPLOIT_END and (r.get("forecast") or 0) > 0 and (r.get("actual") or 0) > 0
-    ]
-    miss = f" (here they differ by up to {max(misses):.0f}x)" if misses else ""
-    out(
-        "A forecast extrapolates a probe of a few dozen steps to the stage's end: it ranks the "
-        f"candidates, it is no prediction of the loss{miss}."
-    )
+    climbs = [c for r in records if r["type"] == EXPLOIT_END for c in r.get("climbs") or []]
+    if climbs:
+        out(f"No candidate made progress: the hold climbed {len(climbs)} times off the plateau")
+    if annealed:
+        out(
+            "A score is the loss a candidate reaches once its LR is annealed: much of a large "
+            "LR's gain shows only then, which a constant-LR probe misses (the forecast "
+            "strategy's bias to small LRs); a short branch still sees only part of it."
+        )
+    else:
+        misses = [
+            max(r["forecast"] / r["actual"], r["actual"] / r["forecast"])
+            for r in records
+            if r["type"] == EXPLOIT_END
+            and (r.get("forecast") or 0) > 0
+            and (r.get("actual") or 0) > 0
+        ]
+        miss = f" (here they differ by up to {max(misses):.0f}x)" if misses else ""
+        out(
+            "A forecast extrapolates a probe of a few dozen steps to the stage's end: it ranks "
+            f"the candidates, it is no prediction of the loss{miss}."
+        )
     total = tuner.global_step
     out(
         f"\nsteps: {total} in all, {tuner.search_steps} on probes "

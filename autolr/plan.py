@@ -71,7 +71,7 @@ class StagePlan:
                 raise ConfigError(
                     f"total_steps={config.total_steps} is too small for strategy='anneal': "
                     f"{self.probes} probes need about {self.probes * 3 * config.min_probe_steps} "
-                    "steps plus the hold"
+                    "steps plus the hold (fewer probes=, or strategy='forecast')"
                 )
             self.tau0 = self.tau_max = first.tau
             return

@@ -97,8 +97,8 @@ class RangeTest:
             return self.lrs[-1] / 10
         return finite[i][0]
 
-    def search_range(self, config: Any) -> tuple[float, float]:
-        """The search range this ramp suggests, narrowed to the range given, if any.
+    def suggested_range(self, config: Any) -> tuple[float, float]:
+        """The search range this ramp suggests, before any range given narrows it.
 
         The annealed strategy races ``probes`` LRs halving down from ``best_lr``;
         the forecast strategy searches ``[best_lr / BELOW, ABOVE * best_lr]``.
@@ -106,9 +106,22 @@ class RangeTest:
         best = self.best_lr
         if config.strategy == "anneal":
             high = TOP * best
-            low = high / 2.0 ** max(config.n_probes - 1, 1)
-        else:
-            low, high = best / BELOW, ABOVE * best
+            return high / 2.0 ** max(config.n_probes - 1, 1), high
+        return best / BELOW, ABOVE * best
+
+    def outside(self, config: Any) -> str | None:
+        """The bound of the range given that the ramp's suggestion lies wholly beyond
+        (``"max_lr"``: above it, ``"min_lr"``: below it), or None."""
+        low, high = self.suggested_range(config)
+        if config.max_lr is not None and low >= config.max_lr:
+            return "max_lr"
+        if config.min_lr is not None and high <= config.min_lr:
+            return "min_lr"
+        return None
+
+    def search_range(self, config: Any) -> tuple[float, float]:
+        """The search range this ramp suggests, narrowed to the range given, if any."""
+        low, high = self.suggested_range(config)
         given_low = config.min_lr if config.min_lr is not None else 0.0
         given_high = config.max_lr if config.max_lr is not None else math.inf
         low, high = max(low, given_low), min(high, given_high)

@@ -53,13 +53,20 @@ class AutoLRVariant:
 VARIANTS: dict[str, AutoLRVariant] = {
     v.name: v
     for v in (
+        # With a budget the default is strategy='anneal'.
         AutoLRVariant("autolr", "autolr (default settings)"),
+        AutoLRVariant(
+            "autolr-forecast",
+            "autolr (strategy='forecast', the default before 'anneal')",
+            settings={"strategy": "forecast"},
+        ),
         AutoLRVariant(
             "autolr-paper",
             "autolr (AutoLRS-paper settings)",
-            # 10 probes per stage over the whole range, tau_probe = tau / 10,
-            # exploit restarts from the snapshot
+            # The forecast rule with 10 probes per stage over the whole range,
+            # tau_probe = tau / 10, exploit restarts from the snapshot
             settings={
+                "strategy": "forecast",
                 "probes": 10,
                 "probe_fraction": 0.1,
                 "keep_winner": False,
@@ -67,14 +74,8 @@ VARIANTS: dict[str, AutoLRVariant] = {
             },
         ),
         AutoLRVariant(
-            "autolr-anneal",
-            "autolr (strategy='anneal')",
-            # Range test, a race scored after a cooldown, the winner held, a long decay.
-            settings={"strategy": "anneal"},
-        ),
-        AutoLRVariant(
             "autolr-anneal-val",
-            "autolr (strategy='anneal', validation objective)",
+            "autolr (default settings, validation objective)",
             settings={"strategy": "anneal"},
             val_objective=True,
         ),

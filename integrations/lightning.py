@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from autolr.config import AutoLRSConfig
-from autolr.controller import PHASE_CODES, AutoLRS
+from autolr.controller import PHASE_CODES, AutoLRS, Phase
 from autolr.errors import ConfigError, SchedulerConflictWarning, StateError, require
 from autolr.plan import StagePlan
 
@@ -318,10 +318,11 @@ class AutoLRSCallback(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
         tuner = self.tuner
-        if tuner is not None and tuner.in_probe and tuner.restore_snapshot():
+        if tuner is not None and tuner.in_search and tuner.restore_snapshot():
             logger.warning(
-                "exception during probe at step %d: the model and optimizer were put back "
-                "to the stage snapshot",
+                "exception during the %s at step %d: the model and optimizer were put back "
+                "to the snapshot",
+                "range test" if tuner.phase is Phase.RANGE else "probe",
                 tuner.global_step,
             )
 

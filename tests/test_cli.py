@@ -12,10 +12,16 @@ from autolr.cli import build_parser, main
 
 
 @pytest.mark.slow
-def test_demo_prints_stages_and_writes_log_and_plot(tmp_path, capsys):
-    assert main(["demo", "--steps", "800", "--out", str(tmp_path)]) == 0
+@pytest.mark.parametrize("strategy", [None, "forecast"])
+def test_demo_prints_stages_and_writes_log_and_plot(tmp_path, capsys, strategy):
+    chosen = [] if strategy is None else ["--strategy", strategy]
+    assert main(["demo", "--steps", "800", "--out", str(tmp_path), *chosen]) == 0
     out = capsys.readouterr().out
-    assert "LR chosen" in out and "forecast" in out and "actual" in out
+    assert "LR chosen" in out and "actual" in out
+    if strategy is None:  # the default with a budget: range test, race scored after cooldowns
+        assert "Range test:" in out and "score" in out and "forecast" not in out.split("Why")[0]
+    else:
+        assert "Range test:" not in out and "forecast" in out
     assert "autolr" in out and "SGD cosine from lr=0.1" in out
     records = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
     # Why: one line per exploited stage, each candidate with its forecast, the chosen one marked.

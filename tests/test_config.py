@@ -31,7 +31,11 @@ def _tuner(**kw):
         ({"max_lr": math.inf}, r"max_lr must be a positive finite number, got inf"),
         ({"min_lr": "0.1"}, r"min_lr must be a positive number, got '0\.1'"),
         ({"total_steps": 0}, r"total_steps must be an integer >= 1, got 0"),
-        ({"total_steps": 40}, r"total_steps=40 is too small for one stage"),
+        ({"total_steps": 40}, r"total_steps=40 is too small for strategy='anneal'.*'forecast'"),
+        (
+            {"total_steps": 40, "strategy": "forecast"},
+            r"total_steps=40 is too small for one stage",
+        ),
         ({"probes": 0}, r"probes must be an integer >= 1, got 0"),
         (
             {"decide_by": "vote"},
@@ -103,6 +107,56 @@ def test_step_accepts_numbers_and_one_element_tensors(loss):
     tuner = _tuner()
     tuner.step(loss)
     assert tuner.global_step == 1
+
+
+class _Custom:
+    """A strategy object the config does not know by name."""
+
+    name = "mine"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"total_steps": 2000}, "anneal"),  # a budget: the annealed strategy
+        ({"total_steps": None}, "forecast"),  # no budget: AutoLRS's plan
+        ({"total_steps": 2000, "strategy": "forecast"}, "forecast"),
+        ({"total_steps": None, "strategy": "anneal"}, None),  # refused: it needs a budget
+        # An option only the forecast strategy reads picks it.
+        ({"total_steps": 2000, "tau": 300}, "forecast"),
+        ({"total_steps": 2000, "lr_trust": None}, "forecast"),
+        ({"total_steps": 2000, "initial_probes": 2}, "forecast"),
+        ({"total_steps": 2000, "lr_trust": 2.0}, "anneal"),  # its default picks nothing
+        ({"total_steps": 2000, "tau": 300, "strategy": "anneal"}, "anneal"),  # a name wins
+    ],
+)
+def test_the_default_strategy(given, expected):
+    if expected is None:
+        with pytest.raises(ConfigError, match="strategy='anneal' needs total_steps"):
+            _tuner(**given)
+        return
+    tuner = _tuner(**given)
+    assert tuner.config.strategy == tuner.strategy.name == expected
+    options = {k: v for k, v in given.items() if k != "total_steps"}
+    checked = AutoLRS.check_options(1e-3, 1.0, given["total_steps"], options)
+    assert checked.strategy == expected
+    assert AutoLRSConfig.from_dict(tuner.config.to_dict()).strategy == expected
+
+
+def test_parts_of_the_forecast_strategy_pick_it():
+    from autolr.forecast import make_forecaster
+    from autolr.strategy import ForecastStrategy
+
+    forecaster = make_forecaster({"name": "exponential"})
+    assert _tuner(forecaster=forecaster).config.strategy == "forecast"
+    opts = {"forecaster": forecaster}
+    assert AutoLRS.check_options(1e-3, 1.0, 2000, opts).strategy == "forecast"
+    config = AutoLRSConfig(min_lr=1e-3, max_lr=1.0, total_steps=2000, strategy="forecast")
+    tuner = _tuner(strategy=ForecastStrategy(config))
+    assert tuner.config.strategy == "forecast"
+    # A strategy of its own is consulted with the forecast strategy's plan.
+    custom = AutoLRS.check_options(1e-3, 1.0, 2000, {"strategy": _Custom()})
+    assert custom.strategy == "forecast"
 
 
 def test_config_round_trip():

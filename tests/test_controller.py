@@ -34,7 +34,7 @@ def _run(task, steps=600, seed=0, model_seed=0, stop_at=None, **kw):
 
 
 def test_plain_loop_runs_the_stages_within_the_budget(task):
-    tuner, _, _, used = _run(task, steps=600)
+    tuner, _, _, used = _run(task, steps=600, strategy="forecast")
     assert tuner.finished and tuner.global_step == 600 and len(used) == 600
     assert tuner.search_steps > 0 and tuner.exploit_steps > 0
     types = [r["type"] for r in tuner.log.records]
@@ -94,7 +94,9 @@ def test_diverging_probes_are_marked_and_the_run_goes_on():
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     # A range reaching far into divergence for this problem.
-    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1e3, total_steps=600, seed=1)
+    tuner = AutoLRS(
+        model, opt, min_lr=1e-3, max_lr=1e3, total_steps=600, seed=1, strategy="forecast"
+    )
     for batch in task.stream():
         tuner.step(train_step(model, opt, batch))
         if tuner.finished:
@@ -159,9 +161,9 @@ def test_guard_rolls_back_when_the_exploit_blows_up(task):
 
 
 def test_same_seed_same_decisions_and_other_seed_differs(task):
-    a, *_ = _run(task, steps=400, seed=3)
-    b, *_ = _run(task, steps=400, seed=3)
-    c, *_ = _run(task, steps=400, seed=4)
+    a, *_ = _run(task, steps=400, seed=3, strategy="forecast")
+    b, *_ = _run(task, steps=400, seed=3, strategy="forecast")
+    c, *_ = _run(task, steps=400, seed=4, strategy="forecast")
     lrs = lambda t: [p["lr"] for p in t.log.of_type("probe")]  # noqa: E731
     assert lrs(a) == lrs(b)
     assert lrs(a) != lrs(c)
@@ -208,9 +210,9 @@ def test_controller_does_not_consume_the_callers_rng(task):
 
 @pytest.mark.parametrize("stop_at", [20, 75, 230])
 def test_resume_mid_stage_continues_the_search(task, tmp_path, stop_at):
-    full, full_model, *_ = _run(task, steps=500, seed=2)
+    full, full_model, *_ = _run(task, steps=500, seed=2, strategy="forecast")
     # Interrupted run: stop, save everything, rebuild fresh objects, load, go on.
-    part, model, opt, _ = _run(task, steps=500, seed=2, stop_at=stop_at)
+    part, model, opt, _ = _run(task, steps=500, seed=2, stop_at=stop_at, strategy="forecast")
     assert part.phase in (Phase.PROBE, Phase.EXPLOIT)
     ckpt = tmp_path / "ckpt.pt"
     torch.save(
@@ -221,7 +223,9 @@ def test_resume_mid_stage_continues_the_search(task, tmp_path, stop_at):
     opt2 = torch.optim.SGD(model2.parameters(), lr=0.05, momentum=0.9)
     model2.load_state_dict(state["model"])
     opt2.load_state_dict(state["opt"])
-    tuner2 = AutoLRS(model2, opt2, min_lr=1e-3, max_lr=1.0, total_steps=500, seed=2)
+    tuner2 = AutoLRS(
+        model2, opt2, min_lr=1e-3, max_lr=1.0, total_steps=500, seed=2, strategy="forecast"
+    )
     tuner2.load_state_dict(state["tuner"])
     assert tuner2.global_step == stop_at and tuner2.phase is part.phase
     for batch in task.stream(start=stop_at):
@@ -286,7 +290,14 @@ def test_validation_objective(task):
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     tuner = AutoLRS(
-        model, opt, min_lr=1e-3, max_lr=1.0, total_steps=500, val_fn=val_fn, val_every=4
+        model,
+        opt,
+        min_lr=1e-3,
+        max_lr=1.0,
+        total_steps=500,
+        val_fn=val_fn,
+        val_every=4,
+        strategy="forecast",
     )
     for batch in task.stream():
         tuner.step(train_step(model, opt, batch))
@@ -320,7 +331,9 @@ def test_local_prober_backend_matches_inline_decisions(task):
     def inline():
         model = make_model()
         opt = torch.optim.SGD(model.parameters(), lr=0.05)
-        tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=steps, seed=1)
+        tuner = AutoLRS(
+            model, opt, min_lr=1e-3, max_lr=1.0, total_steps=steps, seed=1, strategy="forecast"
+        )
         data = (task.batch_at(i) for i in range(10**6))
         for batch in tuner.batches(data):
             tuner.step(train_step(model, opt, batch))
@@ -334,7 +347,14 @@ def test_local_prober_backend_matches_inline_decisions(task):
             model, opt, train_step, lambda stage, index: (task.batch_at(i) for i in range(10**6))
         )
         return AutoLRS(
-            model, opt, min_lr=1e-3, max_lr=1.0, total_steps=steps, seed=1, prober=prober
+            model,
+            opt,
+            min_lr=1e-3,
+            max_lr=1.0,
+            total_steps=steps,
+            seed=1,
+            prober=prober,
+            strategy="forecast",
         )
 
     a, b = inline(), backend()
@@ -360,7 +380,14 @@ def test_local_prober_restores_after_a_failing_probe(task):
 
     prober = LocalProber(model, opt, flaky_step, lambda s, i: task.stream())
     tuner = AutoLRS(
-        model, opt, min_lr=1e-3, max_lr=1.0, total_steps=400, prober=prober, keep_winner=False
+        model,
+        opt,
+        min_lr=1e-3,
+        max_lr=1.0,
+        total_steps=400,
+        prober=prober,
+        keep_winner=False,
+        strategy="forecast",
     )
     failed = [p for p in tuner.log.of_type("probe") if p["reason"].startswith("probe failed")]
     assert failed and "worker lost" in failed[0]["reason"]
@@ -386,7 +413,14 @@ def test_warmup_ramps_then_searches(task):
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     tuner = AutoLRS(
-        model, opt, min_lr=1e-3, max_lr=1.0, total_steps=500, warmup_steps=20, warmup_lr=0.1
+        model,
+        opt,
+        min_lr=1e-3,
+        max_lr=1.0,
+        total_steps=500,
+        warmup_steps=20,
+        warmup_lr=0.1,
+        strategy="forecast",
     )
     lrs = []
     for i in range(20):
@@ -406,7 +440,16 @@ def test_step_after_finish_warns_and_keeps_lr(task, caplog):
 def test_a_stage_that_ends_above_its_start_is_rolled_back(task):
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=1000, seed=0, guard_factor=4.0)
+    tuner = AutoLRS(
+        model,
+        opt,
+        min_lr=1e-3,
+        max_lr=1.0,
+        total_steps=1000,
+        seed=0,
+        guard_factor=4.0,
+        strategy="forecast",
+    )
     for batch in task.stream():
         loss = train_step(model, opt, batch)
         stage = tuner.stage
@@ -423,7 +466,7 @@ def test_a_stage_that_ends_above_its_start_is_rolled_back(task):
 
 
 def test_later_stages_probe_within_the_trust_region(task):
-    tuner, *_ = _run(task, steps=1000, lr_trust=2.0)
+    tuner, *_ = _run(task, steps=1000, lr_trust=2.0, strategy="forecast")
     starts = tuner.log.of_type("stage_start")
     decisions = tuner.log.of_type("decision")
     probes = tuner.log.of_type("probe")
@@ -453,7 +496,9 @@ def test_without_trust_region_every_stage_searches_the_whole_range(task):
 def test_a_stage_that_fell_back_leaves_the_next_one_the_whole_range(task):
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=1000, seed=0)
+    tuner = AutoLRS(
+        model, opt, min_lr=1e-3, max_lr=1.0, total_steps=1000, seed=0, strategy="forecast"
+    )
     for batch in task.stream():
         loss = train_step(model, opt, batch)
         if tuner.phase is Phase.PROBE and tuner.stage_index == 0:
@@ -469,7 +514,9 @@ def test_a_stage_that_fell_back_leaves_the_next_one_the_whole_range(task):
 def _two_failed_exploits(task):
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=800, seed=4, probes=5)
+    tuner = AutoLRS(
+        model, opt, min_lr=1e-3, max_lr=1.0, total_steps=800, seed=4, probes=5, strategy="forecast"
+    )
     for batch in task.stream():
         loss = train_step(model, opt, batch)
         if tuner.phase is Phase.EXPLOIT and len(tuner.log.of_type("rollback")) < 2:
@@ -521,7 +568,9 @@ class Plateau(nn.Module):
 def test_a_stage_that_kept_no_gain_moves_the_next_search_up(caplog):
     model = Plateau(escape=40.0)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=10.0, total_steps=1200, seed=0)
+    tuner = AutoLRS(
+        model, opt, min_lr=1e-3, max_lr=10.0, total_steps=1200, seed=0, strategy="forecast"
+    )
     with caplog.at_level("WARNING", logger="autolr.controller"):
         while not tuner.finished:
             tuner.step(model.train_step(opt.param_groups[0]["lr"]))

@@ -186,7 +186,14 @@ def run_autolrs(prober_for: Any, total: int = 240) -> tuple[autolr.AutoLRS, torc
     model = make_model(0)
     opt = make_sgd(model)
     tuner = autolr.AutoLRS(
-        model, opt, 1e-3, 1.0, total_steps=total, prober=prober_for(model, opt), seed=3
+        model,
+        opt,
+        1e-3,
+        1.0,
+        total_steps=total,
+        prober=prober_for(model, opt),
+        seed=3,
+        strategy="forecast",  # two stages of probes to break
     )
     i = 0
     while not tuner.finished:

@@ -310,7 +310,7 @@ def test_max_steps_too_small_for_one_stage(tmp_path):
         train_dataset=Sequences(),
         callbacks=[cb],
     )
-    with pytest.raises(ConfigError, match=r"too small for one stage.*max_steps=40"):
+    with pytest.raises(ConfigError, match=r"too small for strategy='anneal'.*max_steps=40"):
         trainer.train()
 
 

@@ -123,11 +123,20 @@ def start_snapshot():
 
 
 def run_autolrs(prober_for, seed: int = 3, parallel: int = 1, total: int = 240):
+    """A run of the forecast strategy (stages of probes; the annealed race has its own test)."""
     model = make_model(0)
     opt = make_sgd(model)
     prober = prober_for(model, opt)
     tuner = autolr.AutoLRS(
-        model, opt, 1e-3, 1.0, total_steps=total, prober=prober, parallel_probes=parallel, seed=seed
+        model,
+        opt,
+        1e-3,
+        1.0,
+        total_steps=total,
+        prober=prober,
+        parallel_probes=parallel,
+        seed=seed,
+        strategy="forecast",
     )
     i = 0
     while not tuner.finished:

@@ -155,7 +155,9 @@ def test_search_results_land_in_the_result_grid(search):
         assert frame["search_steps"].iloc[-1] > 0 and frame["search_loss"].notna().any()
         assert frame["step"].iloc[-1] == TOTAL
         assert frame["stage"].max() >= 1
-        assert frame["lr"].between(1e-3, 1.0).all()
+        # Within the range while searching and holding; the final decay goes below it.
+        assert frame["lr"][frame["phase"] != "anneal"].between(1e-3, 1.0).all()
+        assert frame["lr"].between(0.0, 1.0).all()
         assert result.checkpoint is not None
     best = search.get_best_result(metric="loss", mode="min")
     assert best.config["autolrs"]["seed"] in (0, 1)
@@ -208,7 +210,9 @@ def test_asha_and_early_stopping_never_act_on_a_probe(ray_session, tmp_path):
 
     limit = 20.0  # far above every main-trajectory loss of this run, below its worst probe
     log = tmp_path / "trial.jsonl"
+    # The forecast strategy probes up to max_lr, where probes blow up.
     options = {"min_lr": 1e-3, "max_lr": 1.0, "total_steps": TOTAL, "seed": 0}
+    options["strategy"] = "forecast"
     grid = tune.Tuner(
         trainable_with(data, report_every=1),
         param_space={"autolrs": {**options, "log_path": str(log)}},

@@ -416,7 +416,7 @@ def test_replay_refuses_a_removed_option_it_cannot_honour(tmp_path: Path) -> Non
 
 def test_what_if_keeps_the_logged_trust_region(tmp_path: Path) -> None:
     path = tmp_path / "trust.jsonl"
-    write_trap_log(path, total=400, lr_trust=2.0)
+    write_trap_log(path, total=400, lr_trust=2.0, strategy="forecast")
     assert any(r.get("lr_bounds") for r in lines_of(path) if r["type"] == "stage_start")
     res = what_if(path)
     assert res.stages and res.changed == []

@@ -35,7 +35,7 @@ VAL_LOG = Path(__file__).parent / "fixtures" / "runlogs" / "digits_val.jsonl"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> LoggedRun:
     path = tmp_path_factory.mktemp("report") / "trap.jsonl"
-    write_trap_log(path, total=240, warmup_steps=8, probes=4, initial_probes=3)
+    write_trap_log(path, total=240, warmup_steps=8, probes=4, strategy="forecast")
     return load_run(path)
 
 

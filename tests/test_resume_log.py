@@ -25,7 +25,15 @@ from autolr.runlog import PHASE_RESUME, RUN_START
 from tests.conftest import Regression, make_model, train_step
 
 STEPS = 300
-OPTIONS = {"min_lr": 1e-3, "max_lr": 1.0, "total_steps": STEPS, "seed": 2, "warmup_steps": 10}
+# The forecast strategy: stages of probes to stop in (the annealed race has its resume tests).
+OPTIONS = {
+    "min_lr": 1e-3,
+    "max_lr": 1.0,
+    "total_steps": STEPS,
+    "seed": 2,
+    "warmup_steps": 10,
+    "strategy": "forecast",
+}
 
 
 def _parts(seed: int = 0) -> tuple[torch.nn.Module, torch.optim.Optimizer]:

@@ -108,19 +108,25 @@ def test_extra_state_is_snapshotted():
     assert sched.last_epoch == 0
 
 
-def test_exception_inside_probe_leaves_model_restored(task):
+@pytest.mark.parametrize(
+    ("strategy", "phase"), [("forecast", Phase.PROBE), ("anneal", Phase.RANGE)]
+)
+def test_exception_inside_probe_leaves_model_restored(task, strategy, phase):
+    # A probe of the forecast strategy, the range test of the annealed one: both from a snapshot.
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     start = _state(model, opt)
     with pytest.raises(RuntimeError, match="data loader broke"):
-        with AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=2000) as tuner:
+        with AutoLRS(
+            model, opt, min_lr=1e-3, max_lr=1.0, total_steps=2000, strategy=strategy
+        ) as tuner:
             for i, batch in enumerate(task.stream()):
                 tuner.step(train_step(model, opt, batch))
-                assert tuner.phase is Phase.PROBE
+                assert tuner.phase is phase
                 if i == 3:
                     raise RuntimeError("data loader broke")
     _assert_identical(start, _state(model, opt))
-    assert opt.param_groups[0]["lr"] == tuner.lr
+    assert opt.param_groups[0]["lr"] == tuner.current_lr  # the restarted probe or ramp
 
 
 def test_restore_snapshot_method(task):

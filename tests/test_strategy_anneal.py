@@ -48,7 +48,7 @@ def test_no_range_needed_the_range_test_sets_it_and_restores_the_start(task):
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     start = _weights(model)
-    tuner = AutoLRS(model, opt, total_steps=800)
+    tuner = AutoLRS(model, opt, total_steps=800, strategy="forecast")
     assert tuner.phase is Phase.RANGE and tuner.search_range is None
     lrs = []
     stream = task.stream()
@@ -208,6 +208,22 @@ def test_resume_mid_range_test_continues_it_exactly(task):
         == full.log.of_type("range_test")[0]["lr_range"]
     )
     assert math.isclose(resumed.lr, full.lr)
+
+
+@pytest.mark.parametrize("saved", ["anneal", "forecast"])
+def test_a_state_saved_under_the_other_strategy_resumes_under_its_own(task, saved):
+    """A checkpoint of a run made before the default changed (or with the other
+    strategy) goes on with the strategy it was saved with, not the constructor's."""
+    other = "forecast" if saved == "anneal" else "anneal"
+    model, opt, half = _run(task, 600, {"strategy": saved}, stop=lambda t: t.global_step == 70)
+    model2 = make_model()
+    model2.load_state_dict(model.state_dict())
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.05)
+    opt2.load_state_dict(opt.state_dict())
+    resumed = AutoLRS(model2, opt2, total_steps=600, strategy=other)
+    resumed.load_state_dict(half.state_dict())
+    assert resumed.config.strategy == resumed.strategy.name == saved
+    assert resumed.phase is half.phase and resumed.lr == half.lr
 
 
 def test_resume_mid_race_races_the_same_candidates(task):

@@ -39,18 +39,39 @@ class Slope(torch.nn.Module):
         return loss.detach()
 
 
-def test_a_range_below_the_right_lr_warns_naming_max_lr():
+@pytest.mark.parametrize(
+    ("strategy", "pattern"),
+    [
+        # The annealed strategy's range test sees the loss still falling far above the range.
+        (
+            "anneal",
+            r"range test found its lowest loss at lr=.* above the search range given"
+            r".*larger max_lr",
+        ),
+        # The forecast strategy sees its best candidate at the top, stage after stage.
+        ("forecast", r"top of the search range.*max_lr=0\.1\)"),
+    ],
+)
+def test_a_range_below_the_right_lr_warns_naming_max_lr(strategy, pattern):
     model = Slope()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    tuner = AutoLRS(model, opt, min_lr=1e-4, max_lr=1e-2, total_steps=600)
-    with pytest.warns(RangeWarning, match=r"top of the search range.*max_lr=0\.1\)"):
+    tuner = AutoLRS(model, opt, min_lr=1e-4, max_lr=1e-2, total_steps=600, strategy=strategy)
+    with pytest.warns(RangeWarning, match=pattern):
         while not tuner.finished:
             tuner.step(model.step(opt))
 
 
-def test_a_range_above_the_right_lr_warns_naming_min_lr(task):
-    with pytest.warns(RangeWarning, match=r"every candidate LR diverged.*smaller min_lr"):
-        _run(task, 400, min_lr=0.5, max_lr=50.0)
+@pytest.mark.parametrize(
+    ("strategy", "pattern"),
+    [
+        ("anneal", r"range test found its lowest loss at lr=.* below the search range given"),
+        ("forecast", r"every candidate LR diverged.*smaller min_lr"),
+    ],
+)
+def test_a_range_above_the_right_lr_warns_naming_min_lr(task, strategy, pattern):
+    with pytest.warns(RangeWarning, match=pattern) as seen:
+        _run(task, 400, min_lr=0.5, max_lr=50.0, strategy=strategy)
+    assert len([w for w in seen if issubclass(w.category, RangeWarning)]) == 1  # once a bound
 
 
 def test_a_good_range_gives_no_range_warning(task, recwarn):

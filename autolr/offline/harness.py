@@ -112,6 +112,9 @@ def controller_kwargs(run: LoggedRun, overrides: Mapping[str, Any] | None = None
             "the replay differs after a rollback",
             run.warnings,
         )
+    if cfg.get("strategy") is None:
+        # Logs written before the strategy option: the forecast rule ran.
+        kwargs["strategy"] = "forecast"
     if "lr_trust" not in cfg:
         # Logs written before the trust region existed: whole range every
         # stage, and 5 probes a stage with a budget (the default then).
