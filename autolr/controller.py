@@ -1144,11 +1144,14 @@ class AutoLRS:
         if stalled:
             logger.warning(
                 "stage %d kept no gain over the start of training (training loss %.4g against "
-                "%.4g) at lr=%.3g: the next stage searches above it",
+                "%.4g) at lr=%.3g: %s",
                 self.stage_index,
                 actual_train,
                 self._start_level,
                 stage.chosen_lr,
+                "the final decay follows"
+                if stage.spec.final or self.config.strategy == "anneal"
+                else "the next stage searches above it",
             )
         self.stage_index += 1
         if self._at_anneal():
@@ -1415,7 +1418,8 @@ class AutoLRS:
     def summary(self) -> Summary:
         """The finished stages (typed rows; ``print(tuner.summary())`` shows a table).
 
-        Each row: the stage, the LR it exploited, the forecast that chose it, the
+        Each row: the stage, the LR it exploited, the forecast (or, with the
+        annealed strategy, the score after a cooldown) that chose it, the
         objective it reached, its exploit steps and its rollbacks.
         """
         rollbacks: dict[int, int] = {}
@@ -1432,7 +1436,8 @@ class AutoLRS:
             )
             for rec in self.log.of_type(EXPLOIT_END)
         ]
-        return Summary(rows, self.search_steps, self.global_step)
+        scored_by = "score" if self.config.strategy == "anneal" else "forecast"
+        return Summary(rows, self.search_steps, self.global_step, scored_by)
 
 
 AutoLRS.__doc__ = (AutoLRS.__doc__ or "").replace("{options}", options_doc("            "))

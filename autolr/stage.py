@@ -262,19 +262,25 @@ class Summary(list[StageRow]):
     Attributes:
         search_steps: steps spent on probes so far.
         total_steps: steps taken so far, probes included.
+        scored_by: what each row's ``forecast`` is: ``forecast`` (the forecast
+            strategy's) or ``score`` (the annealed strategy's loss after a cooldown).
     """
 
-    def __init__(self, rows: list[StageRow], search_steps: int, total_steps: int) -> None:
+    def __init__(
+        self, rows: list[StageRow], search_steps: int, total_steps: int, scored_by: str = "forecast"
+    ) -> None:
         super().__init__(rows)
         self.search_steps = search_steps
         self.total_steps = total_steps
+        self.scored_by = scored_by
 
     def __str__(self) -> str:
         def num(v: float | None, spec: str) -> str:
             return "-" if v is None else format(v, spec)
 
         lines = [
-            f"{'stage':>5} {'lr':>10} {'forecast':>10} {'actual':>10} {'steps':>7} {'rollbacks':>9}"
+            f"{'stage':>5} {'lr':>10} {self.scored_by:>10} {'actual':>10} {'steps':>7} "
+            f"{'rollbacks':>9}"
         ]
         for r in self:
             lines.append(

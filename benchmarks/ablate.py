@@ -1,4 +1,4 @@
-"""Ablations of autolr's options: one setting changed at a time from the defaults.
+"""Ablations of the forecast strategy's options: one setting changed at a time.
 
 Usage::
 
@@ -6,7 +6,8 @@ Usage::
     python -m benchmarks.ablate --quick --workloads W1 --seeds 1 --only probes
     python -m benchmarks.ablate --logs /tmp/ablation_logs        # keep every run log
 
-Each variant is the default ``autolr`` run with one option changed (the
+Each variant is an ``autolr`` run with ``strategy="forecast"`` (the default before
+``anneal``; its ablations are the ones measured) and one option changed (the
 ``CHANGES`` table); every variant runs on the same seeds, budget and LR range as
 the main comparison. Writes ``benchmarks/results/ablations/<workload>_<mode>.json``
 (merged with the runs already there when the budget and the controller's
@@ -36,6 +37,7 @@ from benchmarks.report import ABLATION_DIR, REPORT_PATH, RESULTS_DIR, build_repo
 from benchmarks.workloads import WORKLOADS
 
 DEFAULT = "default"
+BASE = {"strategy": "forecast"}  # every variant: the forecast strategy, whose options these are
 
 # (option, value, AutoLRS keyword arguments, AutoLRVariant flags). Options that
 # ablated to nothing and were removed (acquisition, decide_by, prefer_larger, the
@@ -77,7 +79,9 @@ def variants() -> tuple[dict[str, dict[str, Any]], list[str]]:
         DEFAULT: {
             "option": DEFAULT,
             "value": None,
-            "variant": AutoLRVariant(DEFAULT, "autolr (default settings)"),
+            "variant": AutoLRVariant(
+                DEFAULT, "autolr (strategy='forecast', its defaults)", settings=dict(BASE)
+            ),
         }
     }
     skipped = []
@@ -89,7 +93,9 @@ def variants() -> tuple[dict[str, dict[str, Any]], list[str]]:
         out[name] = {
             "option": option,
             "value": value,
-            "variant": AutoLRVariant(name, f"autolr, {name}", settings=settings, **flags),
+            "variant": AutoLRVariant(
+                name, f"autolr, {name}", settings={**BASE, **settings}, **flags
+            ),
         }
     return out, skipped
 

@@ -431,7 +431,11 @@ How to read the tables:
   a linear cooldown over the last 20%; constant without warmup. Schedule-free runs
   at the package's default LR with 5% warmup; Prodigy at lr=1 under the cosine schedule.
 - autolr searches the LR in [smallest, largest] grid LR: the same prior knowledge
-  the grid gets.
+  the grid gets. Its rows: `autolr`, the default settings (with a budget
+  `strategy="anneal"`: range test, a race scored after cooldowns, hold, decay);
+  `autolr-forecast`, `strategy="forecast"` (AutoLRS's rule with this project's
+  trust region and guards, the default until `anneal`); `autolr-paper`, AutoLRS's
+  paper settings; `autolr-anneal-val`, the default on the validation objective.
 - **target**: the lowest final validation loss of any grid run of the same seed.
   "steps to target" is the first evaluation at or below it (evaluations are spaced
   T / evaluations apart); "(k/n)" counts the seeds that reached it. Train time
@@ -576,9 +580,14 @@ def summary_markdown(loaded: list[dict[str, Any]]) -> str:
         same = [r for r in rows if r["kind"] in ("default", "lr-free", "pb2", "autolr")]
         rank = 1 + sum(med(r) < a for r in same if r is not auto["autolr"])
         pb2 = [r for r in rows if r["kind"] == "pb2"]
+
+        other = {
+            n: _fmt(med(auto[f"autolr-{n}"])) if f"autolr-{n}" in auto else "–"
+            for n in ("forecast", "paper")
+        }
         lines.append(
             f"| {meta['workload']} | {len(meta['seeds'])} | {_fmt(a)} | "
-            f"{_fmt(med(auto['autolr-paper'])) if 'autolr-paper' in auto else '–'} | "
+            f"{other['forecast']} | {other['paper']} | "
             f"{best('tuned')} | {best('default')} | {best('lr-free')} | "
             f"{_fmt(med(pb2[0])) if pb2 else '–'} | {rank} of {len(same)} |"
         )
@@ -586,14 +595,16 @@ def summary_markdown(loaded: list[dict[str, Any]]) -> str:
         return ""
     return (
         "\n## Summary (full budgets, median final test loss over seeds)\n\n"
-        "autolr with default settings beside: the AutoLRS-paper settings; the best tuned "
+        "autolr with default settings (`strategy='anneal'` with a budget) beside: the "
+        "forecast strategy (the default before); the AutoLRS-paper settings; the best tuned "
         "schedule (whose grid costs 6-10x the budget); the best schedule at the default "
         "LR; the best LR-free optimizer; PB2. The rank counts the methods that train "
-        "with the same budget T (default-LR schedules, LR-free optimizers, PB2, both "
+        "with the same budget T (default-LR schedules, LR-free optimizers, PB2, the "
         "autolr settings); 1 is best.\n\n"
-        "| workload | seeds | autolr | autolr, paper settings | best tuned (grid) | "
-        "best at default LR | best LR-free | PB2 | autolr's rank at budget T |\n"
-        "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
+        "| workload | seeds | autolr | autolr, forecast strategy | autolr, paper settings | "
+        "best tuned (grid) | best at default LR | best LR-free | PB2 | "
+        "autolr's rank at budget T |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
     )
 
 
@@ -757,8 +768,9 @@ def _default_value(res: dict[str, Any], option: str) -> str:
 def ablation_markdown(results: list[dict[str, Any]], workload_results: list[dict[str, Any]]) -> str:
     """The ablation section: one table per workload, then what the numbers suggest."""
     out = [
-        "\n## Ablations of autolr's options\n\n"
-        "`python -m benchmarks.ablate`: the default `autolr` run with one option changed at "
+        "\n## Ablations of the forecast strategy's options\n\n"
+        "`python -m benchmarks.ablate`: the `autolr` run with `strategy='forecast'` (the "
+        "default before `anneal`) with one option changed at "
         "a time, same seeds, budget and LR range as the comparison above. Final validation "
         "and test loss: median (min–max) over seeds. **Δ val**: per seed, the relative "
         "change of the final validation loss against the default run of the same seed; "

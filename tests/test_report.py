@@ -21,6 +21,8 @@ from autolr.offline.report import (
     gp_posterior,
     objective_series,
     probe_curves,
+    race,
+    range_curve,
     render_figures,
     settings_rows,
     step_series,
@@ -209,3 +211,46 @@ def test_cli_report(run: LoggedRun, tmp_path: Path, capsys) -> None:
     assert main(["report", str(bad), "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "missing the field 'config'" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------ the annealed strategy's run
+@pytest.fixture(scope="module")
+def annealed_run(tmp_path_factory: pytest.TempPathFactory) -> LoggedRun:
+    path = tmp_path_factory.mktemp("report") / "annealed.jsonl"
+    write_trap_log(path, total=600)  # the default strategy with a budget
+    run = load_run(path)
+    assert run.config["strategy"] == "anneal"
+    return run
+
+
+def test_an_annealed_run_shows_its_range_test_and_its_race(annealed_run: LoggedRun) -> None:
+    run = annealed_run
+    s = step_series(run, True)
+    (test,) = run.of_type("range_test")
+    n = len(test["lrs"])
+    # The ramp's steps are phase "range" at the ramp's LRs, ahead of everything else.
+    assert (s["phase"][:n] == "range").all() and np.allclose(s["lr"][:n], test["lrs"])
+    curve = range_curve(run)
+    assert curve is not None and curve["lr_range"] == tuple(test["lr_range"])
+    # Each race probe: its LR held, then cooled down towards 0 (the branch put back).
+    st = run.stages[0]
+    for p in st.probes:
+        span = s["lr"][p["step"] - len(p["train_losses"]) : p["step"]]
+        held = min(len(span), st.start["tau_probe"])
+        assert np.allclose(span[:held], p["lr"])
+        if len(span) > held:
+            assert (np.diff(span[held:]) < 0).all() and span[-1] < 0.1 * p["lr"]
+    cands = race(run, 0)
+    assert [c["lr"] for c in cands] == [p["lr"] for p in st.probes]
+    assert sum(c["chosen"] for c in cands) == 1
+    assert all((c["score"] is None) == bool(c["reason"]) for c in cands)
+
+
+def test_an_annealed_run_is_drawn_and_says_its_strategy(
+    annealed_run: LoggedRun, tmp_path: Path
+) -> None:
+    images = render_figures(annealed_run, False)
+    assert set(images) == {"overview", "all", "stage 0"}
+    assert all(v.startswith(PNG_MAGIC) for v in images.values())
+    page = write_report(annealed_run, tmp_path, replay=False).html.read_text()
+    assert "<td>strategy</td><td>anneal</td>" in page

@@ -176,6 +176,9 @@ def test_anneal_run_holds_then_decays_and_replays_exactly(task, tmp_path):
     assert lrs[-1] < 0.2 * lrs[anneal_start]
     result = replay_run(path)
     assert result.matches, [m.describe() for m in result.mismatches]
+    # The summary names what chose the LR: the race's score, not a forecast.
+    header = str(tuner.summary()).splitlines()[0].split()
+    assert "score" in header and "forecast" not in header
 
 
 def test_a_dead_network_is_rolled_back_by_the_no_progress_guard(task):

@@ -17,6 +17,10 @@ What is drawn, each from a function that returns the arrays (tested on their own
 - :func:`effective_settings`: the settings the run used: the configured ones
   and the stage plan of its ``stage_start`` records (``tau``, ``tau_probe``,
   probes and exploit steps of each stage), where the config may say None.
+- :func:`range_curve` and :func:`race`: a run of the annealed strategy is drawn
+  by its range test (loss over the ramp's LR, the range it set) and its race
+  (each candidate through its hold and cooldown, its score after it) in place
+  of the forecasts and the GP.
 
 matplotlib is needed (``pip install "autolr[plot]"``); the HTML page embeds its
 images as base64 and loads nothing else.
@@ -40,6 +44,7 @@ from autolr.errors import AutoLRError, FitError, require
 from autolr.offline.harness import build_forecaster
 from autolr.offline.logs import LoggedRun, load_run
 from autolr.offline.replay import ReplayResult, replay_run
+from autolr.probing import cooldown_lr
 from autolr.proposer import GPProposer
 from autolr.runlog import EXPLOIT_END, PHASE, PROBE, RANGE_TEST, ROLLBACK
 
@@ -51,6 +56,8 @@ __all__ = [
     "gp_posterior",
     "objective_series",
     "probe_curves",
+    "race",
+    "range_curve",
     "render_figures",
     "settings_rows",
     "step_series",
@@ -59,8 +66,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PHASES = ("warmup", "probe", "exploit", "rolled_back", "anneal")
+PHASES = ("range", "warmup", "probe", "exploit", "rolled_back", "anneal")
 _COLORS = {
+    "range": "#b58adb",
     "warmup": "#bbbbbb",
     "probe": "#f4a259",
     "exploit": "#5b8def",
@@ -121,8 +129,12 @@ def step_series(
                 lr[step], phase[step] = applied, ph
     for rec in run.records:
         kind = rec["type"]
-        if kind == PROBE:
+        if kind == RANGE_TEST:
+            _put(lr, loss, phase, rec["step"], rec["losses"], None, "range")
+            _put_rates(lr, rec["step"], rec["lrs"])
+        elif kind == PROBE:
             _put(lr, loss, phase, rec["step"], rec["train_losses"], rec["lr"], "probe")
+            _put_rates(lr, rec["step"], _probe_rates(run, rec))
         elif kind == ROLLBACK:
             _put(lr, loss, phase, rec["step"], rec["losses"], rec["lr"], "rolled_back")
         elif kind == EXPLOIT_END:
@@ -143,6 +155,23 @@ def step_series(
     if anneal:
         _put(lr, loss, phase, n, anneal, None, "anneal")
     return {"step": np.arange(n, dtype=np.int64), "lr": lr, "loss": loss, "phase": phase}
+
+
+def _probe_rates(run: LoggedRun, rec: dict[str, Any]) -> list[float]:
+    """Each step's LR of a probe: its LR held, then its cooldown (annealed strategy)."""
+    st = run.stage(int(rec["stage"]))
+    cool = int((st.start.get("cool") or 0) if st is not None else 0)
+    steps = len(rec["train_losses"])
+    held = min(steps, int(st.start["tau_probe"])) if st is not None and cool else steps
+    rate = float(rec["lr"])
+    return [rate] * held + [cooldown_lr(rate, k, cool) for k in range(steps - held)]
+
+
+def _put_rates(lr: np.ndarray, end: int, rates: list[float]) -> None:
+    start = end - len(rates)
+    for k, rate in enumerate(rates):
+        if 0 <= start + k < len(lr):
+            lr[start + k] = rate
 
 
 def _put_climb(lr: np.ndarray, rec: dict[str, Any]) -> None:
@@ -296,6 +325,54 @@ def gp_posterior(
     }
 
 
+def annealed(run: LoggedRun) -> bool:
+    """The run decided with the annealed strategy (range test, race, hold, decay)."""
+    return run.config.get("strategy") == "anneal"
+
+
+def range_curve(run: LoggedRun | str | Path) -> dict[str, Any] | None:
+    """The LR range test: ``lrs`` and ``losses`` (`(m,)` float64, NaN where
+    non-finite), ``best_lr``, ``lr_range`` (the search range it set), ``reason``
+    (why it stopped); None when the run had none."""
+    run = _as_run(run)
+    tests = run.of_type(RANGE_TEST)
+    if not tests:
+        return None
+    rec = tests[0]
+    return {
+        "lrs": np.asarray(rec["lrs"], dtype=np.float64),
+        "losses": np.asarray([_num(v) for v in rec["losses"]], dtype=np.float64),
+        "best_lr": float(rec["best_lr"]),
+        "lr_range": (float(rec["lr_range"][0]), float(rec["lr_range"][1])),
+        "reason": str(rec.get("reason") or "end of the ramp"),
+    }
+
+
+def race(run: LoggedRun | str | Path, stage: int = 0) -> list[dict[str, Any]]:
+    """The annealed strategy's race in a stage: per candidate ``lr``, ``t`` and
+    ``losses`` (`(m,)` float64, the objective through the hold and the cooldown),
+    ``held`` (steps at the LR before the cooldown), ``score`` (the objective after
+    the cooldown, None when out), ``reason`` (why out, or ""), ``chosen`` (bool)."""
+    run = _as_run(run)
+    st = run.stage(stage)
+    if st is None:
+        raise AutoLRError(f"{run.path}: no stage {stage} in the log")
+    dec = st.first_decision()
+    chosen = None if dec is None or not dec.get("from_probe") else dec["lr"]
+    return [
+        {
+            "lr": float(p["lr"]),
+            "t": np.asarray(p["t"], dtype=np.float64),
+            "losses": np.asarray([_num(v) for v in p["losses"]], dtype=np.float64),
+            "held": int(st.start["tau_probe"]),
+            "score": None if p["diverged"] else p["forecast"],
+            "reason": str(p.get("reason") or ""),
+            "chosen": chosen is not None and math.isclose(float(p["lr"]), chosen, rel_tol=1e-9),
+        }
+        for p in st.probes
+    ]
+
+
 def _num(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
@@ -437,7 +514,8 @@ def settings_rows(run: LoggedRun | str | Path) -> list[tuple[str, str, str]]:
         given = conf.get(k, None) if k != "exploit_steps" else None
         used = _values(eff["stages"][k])
         rows.append((k if k != "probes" else "probes per stage", _fmt(given), used))
-    rows.append(("forecaster", _fmt(eff["forecaster"]), _fmt(eff["forecaster"])))
+    if eff["strategy"] != "anneal":  # the annealed strategy scores without a forecaster
+        rows.append(("forecaster", _fmt(eff["forecaster"]), _fmt(eff["forecaster"])))
     if eff["strategy"] is not None:
         rows.append(("strategy", eff["strategy"], eff["strategy"]))
     share = eff["search_share"]
@@ -459,6 +537,15 @@ def _settings_line(run: LoggedRun) -> str:
     head = ", ".join(
         f"{k}={_fmt(conf[k])}" for k in ("min_lr", "max_lr", "total_steps", "objective")
     )
+    if annealed(run):
+        first = run.stages[0].start if run.stages else {}
+        share = eff["search_share"]
+        race = (
+            f"race: {first.get('probes', '-')} LRs, {first.get('tau_probe', '-')} steps held "
+            f"+ {first.get('cool', '-')} cooling down"
+        )
+        searching = f"{100 * share:.0f}% of steps searching" if math.isfinite(share) else ""
+        return f"{head}, strategy=anneal   |   {race}   |   {searching} (range test, race)"
     plan = "; ".join(
         f"{k} {', '.join(str(v) for v in eff['stages'][k]) or '-'}"
         for k in ("tau", "tau_probe", "probes")
@@ -591,8 +678,52 @@ def _draw_overview(
             ax_obj.legend(loc="upper right", fontsize=8)
         bottom = ax_obj
     bottom.set_xlabel("step (probe steps count)")
+    if annealed(run):
+        _draw_range_test(axes["fva"], range_curve(run), race(run) if run.stages else [])
+        _draw_race_scores(axes["error"], race(run) if run.stages else [])
+        return
     _draw_forecast_vs_actual(axes["fva"], fva)
     _draw_forecast_error(axes["error"], fva)
+
+
+def _draw_range_test(ax: Any, curve: dict[str, Any] | None, cands: list[dict[str, Any]]) -> None:
+    if curve is None:
+        ax.text(0.5, 0.5, "no range test", ha="center", transform=ax.transAxes)
+        return
+    ax.plot(curve["lrs"], curve["losses"], ".-", ms=3, lw=0.8, color=_COLORS["range"])
+    low, high = curve["lr_range"]
+    ax.axvspan(low, high, color="#5b8def", alpha=0.12, lw=0, label="search range")
+    ax.axvline(curve["best_lr"], color="black", lw=1, ls=":", label="lowest loss")
+    for c in cands:
+        ax.axvline(c["lr"], color="#2e7d32" if c["chosen"] else "#999999", lw=0.8)
+    ax.set_xscale("log")
+    finite = curve["losses"][np.isfinite(curve["losses"])]
+    if finite.size:
+        top = min(float(finite.max()), 3.0 * float(finite[0]) if finite[0] > 0 else np.inf)
+        ax.set_ylim(float(finite.min()) - 0.05 * abs(float(finite.min())), top * 1.05)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_xlabel("ramp LR (lines: candidates, green: chosen)")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"range test ({curve['reason']})")
+
+
+def _draw_race_scores(ax: Any, cands: list[dict[str, Any]]) -> None:
+    scored = [c for c in cands if c["score"] is not None]
+    if not cands:
+        ax.text(0.5, 0.5, "no race", ha="center", transform=ax.transAxes)
+        return
+    if scored:
+        ax.plot([c["lr"] for c in scored], [c["score"] for c in scored], "o", color="#5b8def")
+        for c in scored:
+            if c["chosen"]:
+                ax.plot([c["lr"]], [c["score"]], "o", ms=10, mfc="none", color="#2e7d32")
+    for c in cands:
+        if c["score"] is None:
+            ax.axvline(c["lr"], color="#e05d5d", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("candidate LR (red dashes: out)")
+    ax.set_ylabel("objective after the cooldown")
+    ax.set_title("race: each LR's score (circled: chosen)")
 
 
 def _draw_forecast_vs_actual(ax: Any, fva: dict[str, np.ndarray]) -> None:
@@ -711,6 +842,39 @@ def _draw_stage(
     ax_gp.set_ylabel("forecast loss")
 
 
+def _draw_race_curves(ax: Any, stage: int, cands: list[dict[str, Any]]) -> None:
+    import matplotlib as mpl
+
+    cmap = mpl.colormaps["viridis"]
+    lrs = [c["lr"] for c in cands] or [1.0]
+    lo, hi = math.log(min(lrs)), math.log(max(lrs))
+    for c in cands:
+        x = 0.5 if hi == lo else (math.log(c["lr"]) - lo) / (hi - lo)
+        color = cmap(0.1 + 0.8 * x)
+        label = f"lr={c['lr']:.3g}" + (" *" if c["chosen"] else "")
+        if c["reason"]:
+            label += f" (out: {c['reason']})"
+        ax.plot(c["t"], c["losses"], ".-", ms=3, lw=0.6, color=color, label=label)
+        if c["score"] is not None and c["t"].size:
+            ax.plot([c["t"][-1]], [c["score"]], "x", ms=8, color=color)
+    if cands:
+        ax.axvline(cands[0]["held"], color="grey", lw=0.8, ls=":")
+        kept = [c["losses"][np.isfinite(c["losses"])] for c in cands if c["score"] is not None]
+        kept = [v for v in kept if v.size]
+        if kept:
+            low = min(float(v.min()) for v in kept)
+            high = max(float(v.max()) for v in kept)
+            pad = 0.1 * (high - low) or 0.1 * abs(high) or 1.0
+            ax.set_ylim(low - pad, high + 3 * pad)
+    ax.set_title(
+        f"stage {stage}: the race (held until the dotted line, then cooled down to LR 0; "
+        "x: the score, * chosen)"
+    )
+    ax.set_xlabel("probe step")
+    ax.set_ylabel("objective")
+    ax.legend(fontsize=8, loc="upper right")
+
+
 def render_figures(
     run: LoggedRun | str | Path, replay: ReplayResult | None | bool = True
 ) -> dict[str, bytes]:
@@ -746,6 +910,13 @@ def render_figures(
     out["overview"] = _png(fig)
     for st in run.stages:
         if not st.probes:
+            continue
+        if annealed(run):
+            fig = _figure(11, 3.6)
+            ax = fig.subplots(1, 1)
+            fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.15)
+            _draw_race_curves(ax, st.index, race(run, st.index))
+            out[f"stage {st.index}"] = _png(fig)
             continue
         fig = _figure(11, 3.6)
         a, b = fig.subplots(1, 2)
