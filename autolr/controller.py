@@ -2,7 +2,12 @@ r"""The AutoLRS controller: an explicit state machine driven by ``step(loss)``.
 
 Phases and transitions (one method each)::
 
-    WARMUP --_begin_stage--> PROBE        (stage snapshot taken; _search starts probe 0)
+    (start) --_begin_range--> RANGE       (no full range given, or strategy "anneal":
+                                           the LR ramp from a snapshot of the start)
+    RANGE --_on_range (ramp stopped, start restored)--> _begin_training
+    (start) --_begin_training--> WARMUP (warmup_steps > 0) | _begin_stage
+    WARMUP --_begin_stage--> PROBE        (stage snapshot taken; _search starts probe 0;
+       |                                   a probe of the annealed race ends in a cooldown)
        |                     PROBE --_finish_probe + _search--> PROBE (next candidate,
        |                                                              snapshot restored)
        |                     PROBE --_finish_probe + _search--> _decide --> EXPLOIT
@@ -10,6 +15,7 @@ Phases and transitions (one method each)::
        |  (a stage with no search: _begin_stage --> EXPLOIT at the current LR)
        \--(no stage fits)--> _enter_tail
     EXPLOIT --_rollback (guard fired)--> _decide --> EXPLOIT at the next-best candidate
+    EXPLOIT --_climb (no candidate left a plateau)--> EXPLOIT at twice the LR
     EXPLOIT --_rollback at the anneal--> ANNEAL from the snapshot at the next-best LR
     EXPLOIT --_end_exploit--> _begin_stage (next stage) | _enter_tail
     _enter_tail --> ANNEAL (with a budget) | DONE (budget spent) | EXPLOIT on (no budget)
