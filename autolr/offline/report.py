@@ -780,17 +780,19 @@ def _draw_forecast_error(ax: Any, fva: dict[str, np.ndarray]) -> None:
     ax.set_title("forecast error per stage (red: too high)")
 
 
-def _draw_stage(
-    ax_curves: Any, ax_gp: Any, stage: int, curves: list[dict[str, Any]], gp: dict[str, Any] | None
-) -> None:
+def _lr_colors(lrs: list[float]) -> list[Any]:
+    """One viridis colour per LR, by its place on a log scale between the extremes."""
     import matplotlib as mpl
 
     cmap = mpl.colormaps["viridis"]
-    lrs = [c["lr"] for c in curves] or [1.0]
-    lo, hi = math.log(min(lrs)), math.log(max(lrs))
-    for c in curves:
-        x = 0.5 if hi == lo else (math.log(c["lr"]) - lo) / (hi - lo)
-        color = cmap(0.1 + 0.8 * x)
+    lo, hi = math.log(min(lrs or [1.0])), math.log(max(lrs or [1.0]))
+    return [cmap(0.1 + 0.8 * (0.5 if hi == lo else (math.log(x) - lo) / (hi - lo))) for x in lrs]
+
+
+def _draw_stage(
+    ax_curves: Any, ax_gp: Any, stage: int, curves: list[dict[str, Any]], gp: dict[str, Any] | None
+) -> None:
+    for c, color in zip(curves, _lr_colors([c["lr"] for c in curves])):
         label = f"lr={c['lr']:.3g}" + (" (diverged)" if c["diverged"] else "")
         ax_curves.plot(c["t"], c["losses"], ".", ms=3, color=color, label=label)
         if c["curve"] is not None:
@@ -843,14 +845,7 @@ def _draw_stage(
 
 
 def _draw_race_curves(ax: Any, stage: int, cands: list[dict[str, Any]]) -> None:
-    import matplotlib as mpl
-
-    cmap = mpl.colormaps["viridis"]
-    lrs = [c["lr"] for c in cands] or [1.0]
-    lo, hi = math.log(min(lrs)), math.log(max(lrs))
-    for c in cands:
-        x = 0.5 if hi == lo else (math.log(c["lr"]) - lo) / (hi - lo)
-        color = cmap(0.1 + 0.8 * x)
+    for c, color in zip(cands, _lr_colors([c["lr"] for c in cands])):
         label = f"lr={c['lr']:.3g}" + (" *" if c["chosen"] else "")
         if c["reason"]:
             label += f" (out: {c['reason']})"
