@@ -110,7 +110,7 @@ def test_summary_rows_are_typed_and_print_as_a_table(task):
     assert text.splitlines()[0].split() == [
         "stage",
         "lr",
-        "forecast",
+        "score",  # the annealed strategy's loss after a cooldown (the forecast strategy's forecast)
         "actual",
         "steps",
         "rollbacks",
