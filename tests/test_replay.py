@@ -421,3 +421,13 @@ def test_what_if_keeps_the_logged_trust_region(tmp_path: Path) -> None:
     res = what_if(path)
     assert res.stages and res.changed == []
     assert all(s.bo_departs is None for s in res.stages)
+
+
+def test_what_if_refuses_an_annealed_run_and_says_why(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "annealed.jsonl"
+    write_trap_log(path, total=600)  # the default with a budget: strategy='anneal'
+    assert replay_run(path).matches  # replay it can
+    with pytest.raises(ConfigError, match=r"strategy='anneal'.*forecasts nothing"):
+        what_if(path, "power_law")
+    assert main(["replay", str(path), "--forecaster", "power_law"]) == 2
+    assert "applies to runs of strategy='forecast'" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from autolr.controller import AutoLRS, Phase
-from autolr.errors import AutoLRError
+from autolr.errors import AutoLRError, ConfigError
 from autolr.forecast import Forecaster, make_forecaster
 from autolr.offline.harness import (
     REL_TOL,
@@ -195,10 +195,17 @@ def what_if(
 
     Raises:
         LogFormatError: the log cannot be read.
-        ConfigError: bad forecaster settings.
+        ConfigError: bad forecaster settings, or a run of the annealed strategy
+            (its probes are scored by the loss after a cooldown, not forecast).
     """
     if not isinstance(run, LoggedRun):
         run = load_run(run)
+    if run.config.get("strategy") == "anneal":
+        raise ConfigError(
+            f"{run.path}: the run used strategy='anneal', which scores each probe by its "
+            "loss after a cooldown and forecasts nothing: a what-if with another "
+            "forecaster applies to runs of strategy='forecast' (replay it to check it)"
+        )
     if forecaster is None or isinstance(forecaster, str):
         fc = build_forecaster(run, forecaster, **forecaster_options)
     elif isinstance(forecaster, Mapping):
