@@ -131,8 +131,7 @@ PARTS = frozenset(
 
 
 def strategy_name(
-    named: str | None,
-    strategy: Strategy | None,
+    strategy: Strategy | str | None,
     forecaster: Forecaster | None,
     proposer: Proposer | None,
 ) -> str | None:
@@ -143,8 +142,8 @@ def strategy_name(
     ``forecast`` strategy. None leaves the config's default (``anneal`` with a
     budget, else ``forecast``).
     """
-    if named is not None:
-        return named
+    if isinstance(strategy, str):
+        return strategy
     if strategy is not None:
         name = getattr(strategy, "name", None)
         return name if name in STRATEGIES else "forecast"
@@ -244,9 +243,9 @@ class AutoLRS:
             raise ConfigError("optimizer has no param groups: nothing to set the LR of")
         check_parts(model, optimizer, val_fn, extra_state, log_path, prober, watch_lr)
         check_option_names(options)
+        options["strategy"] = strategy_name(strategy, forecaster, proposer)
         if isinstance(strategy, str):  # a strategy by name is an option
-            options["strategy"], strategy = strategy, None
-        options["strategy"] = strategy_name(options.get("strategy"), strategy, forecaster, proposer)
+            strategy = None
         self.config = AutoLRSConfig(
             min_lr=min_lr,  # type: ignore[arg-type]
             max_lr=max_lr,  # type: ignore[arg-type]
@@ -371,12 +370,8 @@ class AutoLRS:
         """
         parts = PARTS - without
         check_option_names(options, owner=owner, extra=parts)
-        given = options.get("strategy")
         name = strategy_name(
-            given if isinstance(given, str) else None,
-            None if isinstance(given, str) else given,
-            options.get("forecaster"),
-            options.get("proposer"),
+            options.get("strategy"), options.get("forecaster"), options.get("proposer")
         )
         return AutoLRSConfig(
             min_lr=min_lr,
@@ -1156,7 +1151,7 @@ class AutoLRS:
                 self._start_level,
                 stage.chosen_lr,
                 "the final decay follows"
-                if stage.spec.final or self.config.strategy == "anneal"
+                if stage.spec.final
                 else "the next stage searches above it",
             )
         self.stage_index += 1

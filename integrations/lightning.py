@@ -120,8 +120,8 @@ class AutoLRSCallback(Callback):
         self.max_lr = max_lr
         self.total_steps = total_steps
         self.options = dict(autolr_options)
-        if total_steps is None and self.options.get("strategy") == "anneal":
-            # Its plan needs the budget, which the Trainer gives at setup: the options now.
+        if total_steps is None:
+            # The plan needs the budget, which the Trainer gives at setup: the options now.
             self._config(None)
         else:
             self._check_budget(total_steps)

@@ -133,7 +133,7 @@ def step_series(
             _put(lr, loss, phase, rec["step"], rec["losses"], None, "range")
             _put_rates(lr, rec["step"], rec["lrs"])
         elif kind == PROBE:
-            _put(lr, loss, phase, rec["step"], rec["train_losses"], rec["lr"], "probe")
+            _put(lr, loss, phase, rec["step"], rec["train_losses"], None, "probe")
             _put_rates(lr, rec["step"], _probe_rates(run, rec))
         elif kind == ROLLBACK:
             _put(lr, loss, phase, rec["step"], rec["losses"], rec["lr"], "rolled_back")
@@ -679,8 +679,9 @@ def _draw_overview(
         bottom = ax_obj
     bottom.set_xlabel("step (probe steps count)")
     if annealed(run):
-        _draw_range_test(axes["fva"], range_curve(run), race(run) if run.stages else [])
-        _draw_race_scores(axes["error"], race(run) if run.stages else [])
+        cands = race(run) if run.stages else []
+        _draw_range_test(axes["fva"], range_curve(run), cands)
+        _draw_race_scores(axes["error"], cands)
         return
     _draw_forecast_vs_actual(axes["fva"], fva)
     _draw_forecast_error(axes["error"], fva)
