@@ -29,6 +29,11 @@ BUDGET_PROBES = 3
 # The annealed strategy's race and decay (chosen on W1-W3 and S0; see BENCHMARKS.md).
 ANNEAL_PROBES = 4
 ANNEAL_FRACTION = 0.5
+# The decay the race decides (with `anneal_fraction` unset): a winner whose cooldown
+# took less than SHORT_DECAY_GAIN of its training loss off decays over the last
+# SHORT_ANNEAL_FRACTION of the budget instead of ANNEAL_FRACTION.
+SHORT_DECAY_GAIN = 0.2
+SHORT_ANNEAL_FRACTION = 0.25
 
 OBJECTIVES = ("train_loss", "val_loss")
 STRATEGIES = ("forecast", "anneal")
@@ -277,8 +282,9 @@ class AutoLRSConfig:
     )
     anneal_fraction: float | None = option(
         None,
-        "fraction of `total_steps` decayed at the end (with a budget: 0.5 with strategy "
-        "`anneal`, 0.1 with `forecast`; 0: none)",
+        "fraction of `total_steps` decayed at the end (default with a budget: with strategy "
+        "`anneal` decided by the race, 0.5, or 0.25 when the winner's cooldown gained "
+        "little; 0.1 with `forecast`; 0: none)",
         fraction(0.0, 0.9),
         optional=True,
     )
@@ -416,7 +422,8 @@ class AutoLRSConfig:
 
     @property
     def anneal_steps(self) -> int:
-        """Steps of the final linear decay (0 without ``total_steps``)."""
+        """Steps of the final decay as planned (0 without ``total_steps``); the
+        annealed strategy's race may shorten it (``AutoLRS.decay_steps``)."""
         if self.total_steps is None:
             return 0
         default = ANNEAL_FRACTION if self.strategy == "anneal" else 0.1

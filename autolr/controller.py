@@ -304,6 +304,8 @@ class AutoLRS:
         self._dirty = False
         self._recent: deque[float] = deque(maxlen=16)
         self._anneal: AnnealState | None = None
+        # Steps of the final decay: as planned, until a search decides it.
+        self.decay_steps = self.config.anneal_steps
         self._batch_cache: tuple[int, list[Any]] = (-1, [])
         self._warned_done = False
         # Each warning of outside changes is given once.
@@ -918,6 +920,8 @@ class AutoLRS:
         elif self._dirty:
             self._restore(self._snapshot)
         self._winner = None
+        if reason != "rollback":
+            self._decide_decay(stage, ranked[0] if reason == "best_forecast" else None)
         stage.chosen_lr, stage.chosen_forecast = lr, forecast
         stage.guarded = reason != "fallback" or self._fallback_floor() not in stage.rejected
         stage.climb_cap, stage.climbs = None, []
@@ -931,6 +935,7 @@ class AutoLRS:
             forecast=forecast,
             reason=reason,
             from_probe=from_probe,
+            decay_steps=self.decay_steps,
             candidates=[
                 {"lr": p.lr, "forecast": p.forecast, "diverged": p.diverged} for p in stage.probes
             ],
@@ -952,6 +957,23 @@ class AutoLRS:
         if not from_probe and self.config.keep_winner and stage.spec.probes > 0:
             target += stage.spec.tau_probe
         self._start_exploit(target, from_probe)
+
+    def _decide_decay(self, stage: StageState, winner: ProbeRecord | None) -> None:
+        """With a stage's LR, the strategy may decide the final decay's length
+        (never starting it before now)."""
+        total = self.config.total_steps
+        frac = self.strategy.decay_fraction(stage, winner)
+        if total is None or frac is None:
+            return
+        steps = min(int(round(frac * total)), total - self.global_step)
+        if steps != self.decay_steps:
+            logger.info(
+                "stage %d: the final decay takes the last %d steps (planned %d)",
+                self.stage_index,
+                steps,
+                self.decay_steps,
+            )
+        self.decay_steps = steps
 
     def _plan_climb(self, lr: float) -> None:
         """A stage with no candidate left on a plateau: its exploit climbs from ``lr``."""
@@ -1211,7 +1233,7 @@ class AutoLRS:
     @property
     def _anneal_start(self) -> int:
         total = self.config.total_steps
-        return math.inf if total is None else total - self.config.anneal_steps  # type: ignore[return-value]
+        return math.inf if total is None else total - self.decay_steps  # type: ignore[return-value]
 
     def _at_anneal(self) -> bool:
         return self.config.total_steps is not None and self.global_step >= self._anneal_start
@@ -1290,6 +1312,7 @@ class AutoLRS:
             "ratios": list(self.ratios),
             "recent": list(self._recent),
             "start_level": self._start_level,
+            "decay_steps": self.decay_steps,
             "anneal": asdict(self._anneal) if self._anneal is not None else None,
             "dirty": self._dirty,
             "recovery": {
@@ -1357,6 +1380,7 @@ class AutoLRS:
                 "_start_level": (
                     None if state.get("start_level") is None else float(state["start_level"])
                 ),
+                "decay_steps": int(state.get("decay_steps", saved.anneal_steps)),
             }
             recovery = state.get("recovery", {"lr_scale": 1.0, "count": 0, "warmup_from": 0})
             new["_lr_scale"] = float(recovery["lr_scale"])

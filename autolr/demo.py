@@ -336,6 +336,14 @@ def demo_command(args: argparse.Namespace) -> int:
             f"the candidates, it is no prediction of the loss{miss}."
         )
     total = tuner.global_step
+    if annealed:
+        short = tuner.decay_steps < tuner.config.anneal_steps
+        why = ", shortened by the race: its cooldown gained little" if short else ""
+        share = 100 * tuner.decay_steps / max(total, 1)
+        out(
+            f"The final decay took the last {tuner.decay_steps} steps "
+            f"({share:.0f}% of the budget{why})"
+        )
     out(
         f"\nsteps: {total} in all, {tuner.search_steps} on probes "
         f"({100 * tuner.search_steps / max(total, 1):.0f}%), the rest exploit and anneal"

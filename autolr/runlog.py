@@ -207,6 +207,9 @@ class Decision:
             rollback) or ``fallback`` (no candidate left: ``min_lr``).
         from_probe: the winner's end state was kept (the exploit continues from
             it) (added within version 1).
+        decay_steps: steps of the final decay as they stand after this decision
+            (the annealed strategy's race may shorten the planned one) (added
+            within version 1).
     """
 
     TYPE: ClassVar[str] = DECISION
@@ -216,6 +219,7 @@ class Decision:
     candidates: list[dict[str, Any]]
     reason: str
     from_probe: bool = _added()
+    decay_steps: int | None = _added()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import torch
 
+from autolr import config as settings
 from autolr.config import AutoLRSConfig
 from autolr.errors import ConfigError, FitError
 from autolr.forecast import Forecaster, make_forecaster
@@ -82,6 +83,11 @@ class Strategy(Protocol):
 
     def rank(self, stage: StageView) -> list[ProbeRecord]:
         """The stage's eligible candidates, best first (empty: none left)."""
+        ...
+
+    def decay_fraction(self, stage: StageView, winner: ProbeRecord | None) -> float | None:
+        """The final decay's share of the budget, decided with a stage's LR from its
+        search's ``winner`` (None: no winner); None keeps the planned one."""
         ...
 
     def reject(self, lr: float) -> None:
@@ -237,6 +243,10 @@ class ForecastStrategy:
             out = [p for p in out if p.lr < cap]
         return sorted(out, key=lambda p: p.forecast if p.forecast is not None else math.inf)
 
+    def decay_fraction(self, stage: StageView, winner: ProbeRecord | None) -> float | None:
+        """The planned decay (``anneal_fraction``)."""
+        return None
+
     def reject(self, lr: float) -> None:
         self.proposer.mark_diverged(lr)
 
@@ -293,7 +303,8 @@ class AnnealStrategy(ForecastStrategy):
     progress (:func:`autolr.stage.kept_no_gain`) and is out; when every one is
     out that way (a plateau), the exploit climbs from the ladder's floor
     (:meth:`climb_ceiling`). The winner (its pre-cooldown state kept) is held until
-    the final decay of ``anneal_fraction`` of the budget, shaped ``decay_shape``.
+    the final decay, shaped ``decay_shape``: ``anneal_fraction`` of the budget when
+    given, else decided with the winner (:meth:`decay_fraction`).
     """
 
     name = "anneal"
@@ -341,6 +352,19 @@ class AnnealStrategy(ForecastStrategy):
             return
         probe.forecast = value
 
+    def decay_fraction(self, stage: StageView, winner: ProbeRecord | None) -> float | None:
+        """A short decay (``SHORT_ANNEAL_FRACTION``) when the winner's cooldown took
+        less than ``SHORT_DECAY_GAIN`` of its training loss off (:func:`cooldown_gain`):
+        there is little noise to anneal away and more to gain at the held LR; the
+        planned one otherwise, when there is no winner, or when ``anneal_fraction``
+        is set."""
+        if self.cfg.anneal_fraction is not None or winner is None:
+            return None
+        gain = cooldown_gain(winner, stage.spec)
+        if gain is None or gain >= settings.SHORT_DECAY_GAIN:
+            return None
+        return settings.SHORT_ANNEAL_FRACTION
+
     def reject(self, lr: float) -> None:
         """Nothing to tell: the race's ladder is fixed."""
 
@@ -376,6 +400,28 @@ class AnnealStrategy(ForecastStrategy):
         self.next = int(state.get("next", 0))
         ceiling = state.get("ceiling")
         self.ceiling = float(ceiling) if ceiling is not None else None
+
+
+def cooldown_gain(probe: ProbeRecord, spec: StageSpec) -> float | None:
+    """The share of its training loss a race probe's cooldown took off.
+
+    ``1 - cooled / held``: ``held`` the median training loss of the last steps at
+    the probe's LR, ``cooled`` that of the last steps of its cooldown (as many as
+    its score reads, ``max(3, cool // 3)``). None without a cooldown, with too few
+    finite losses, or when ``held`` is not positive.
+    """
+    if spec.cool <= 0:
+        return None
+    n = max(3, spec.cool // 3)
+    losses = probe.train_losses
+    held = [v for v in losses[max(0, spec.tau_probe - n) : spec.tau_probe] if v is not None]
+    cooled = [v for v in losses[spec.tau_probe :][-n:] if v is not None]
+    if len(held) < 2 or len(cooled) < 2 or len(losses) < spec.probe_steps:
+        return None
+    level = statistics.median(held)
+    if level <= 0:
+        return None
+    return 1.0 - statistics.median(cooled) / level
 
 
 def make_strategy(

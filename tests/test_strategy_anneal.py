@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -9,12 +10,14 @@ import pytest
 import torch
 
 from autolr import AutoLRS, LocalProber, Phase
+from autolr.config import SHORT_ANNEAL_FRACTION, AutoLRSConfig
 from autolr.errors import RangeWarning
 from autolr.offline.replay import replay_run
 from autolr.plan import StageSpec
+from autolr.probing import ProbeRecord
 from autolr.rangetest import RangeTest
 from autolr.stage import StageState, climb
-from autolr.strategy import decay_factor
+from autolr.strategy import AnnealStrategy, cooldown_gain, decay_factor
 from tests.conftest import make_model, train_step
 
 
@@ -336,3 +339,69 @@ def test_a_climb_stops_at_a_clear_gain_and_at_its_cap():
     assert climb(stage) is None  # 0.08 would pass the cap
     stage.chosen_lr, stage.exploit_best = 0.01, 2.10
     assert climb(stage) is None  # the loss clearly fell: hold
+
+
+def _race_probe(held: float, cooled: float, spec: StageSpec) -> ProbeRecord:
+    """A race probe whose training loss sits at ``held``, then at ``cooled`` after cooling."""
+    losses = [held] * spec.tau_probe + [cooled] * spec.cool
+    return ProbeRecord(lr=0.1, train_losses=list(losses), losses=list(losses))
+
+
+def test_the_race_decides_a_short_decay_when_cooling_gains_little():
+    spec = StageSpec(0, 900, 20, 4, 600, True, 20)
+    stage = StageState(spec=spec, start_step=0, progress=0.0)
+    assert cooldown_gain(_race_probe(2.0, 1.5, spec), spec) == pytest.approx(0.25)
+    strategy = AnnealStrategy(AutoLRSConfig(total_steps=1000))
+    # A cooldown that takes little off (an LM far from its noise floor): short decay.
+    assert strategy.decay_fraction(stage, _race_probe(2.0, 1.9, spec)) == SHORT_ANNEAL_FRACTION
+    # One that takes much off (the noise a large LR keeps): the planned decay.
+    assert strategy.decay_fraction(stage, _race_probe(2.0, 1.0, spec)) is None
+    # No winner (a plateau's fallback), or a decay the user fixed: the planned one.
+    assert strategy.decay_fraction(stage, None) is None
+    fixed = AnnealStrategy(AutoLRSConfig(total_steps=1000, anneal_fraction=0.5))
+    assert fixed.decay_fraction(stage, _race_probe(2.0, 1.9, spec)) is None
+    # Too few losses to read a gain: nothing decided.
+    assert cooldown_gain(ProbeRecord(lr=0.1, train_losses=[2.0] * 25), spec) is None
+
+
+def _short_decay_run(task, monkeypatch, path, stop=None):
+    # Every race gains less than this: the race decides the short decay.
+    monkeypatch.setattr("autolr.config.SHORT_DECAY_GAIN", 1.0)
+    return _run(task, 1000, {"log_path": path}, stop=stop)
+
+
+def test_a_decided_decay_starts_late_is_logged_replays_and_resumes(task, tmp_path, monkeypatch):
+    path = tmp_path / "short.jsonl"
+    model, opt, tuner = _short_decay_run(task, monkeypatch, path)
+    short = round(SHORT_ANNEAL_FRACTION * 1000)
+    assert tuner.config.anneal_steps == 500 and tuner.decay_steps == short
+    (decision,) = tuner.log.of_type("decision")
+    assert decision["decay_steps"] == short
+    (anneal,) = [r for r in tuner.log.of_type("phase") if r["phase"] == "anneal"]
+    assert anneal["step"] == 1000 - short
+    lrs = list(tuner.trace_lr)
+    assert lrs[1000 - short - 1] == decision["lr"] and lrs[-1] < 0.2 * decision["lr"]
+    result = replay_run(path)
+    assert result.matches, [m.describe() for m in result.mismatches]
+    # Resumed in the hold, the run keeps the decided decay.
+    model, opt, tuner = _short_decay_run(
+        task, monkeypatch, None, stop=lambda t: t.phase is Phase.EXPLOIT
+    )
+    _, _, resumed = _resumed(model, opt, tuner, 1000)
+    assert resumed.decay_steps == short
+
+
+def test_an_annealed_log_from_before_the_decided_decay_replays_with_the_planned_one(
+    task, tmp_path, monkeypatch
+):
+    path = tmp_path / "old.jsonl"
+    monkeypatch.setattr("autolr.config.SHORT_DECAY_GAIN", 0.0)  # the planned decay, as then
+    _run(task, 1000, {"log_path": path})
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in records:
+        r.pop("decay_steps", None)  # as logs written before the field were
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    # This version would decide a short decay for it; the replay keeps the planned one.
+    monkeypatch.setattr("autolr.config.SHORT_DECAY_GAIN", 1.0)
+    result = replay_run(path)
+    assert result.matches, [m.describe() for m in result.mismatches]

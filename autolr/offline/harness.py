@@ -17,14 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from autolr.config import REMOVED, option_names
+from autolr.config import ANNEAL_FRACTION, REMOVED, option_names
 from autolr.controller import PARTS, AutoLRS, Phase
 from autolr.errors import AutoLRError, ConfigError
 from autolr.forecast import Forecaster, make_forecaster
 from autolr.offline.logs import LoggedRun, LoggedStage, warn_log
 from autolr.probing import ProbeOutcome, ProbeRequest
 from autolr.proposer import GPProposer
-from autolr.runlog import RANGE_TEST
+from autolr.runlog import DECISION, RANGE_TEST
 from autolr.snapshot import Snapshot, capture
 from autolr.strategy import default_proposer
 
@@ -115,6 +115,15 @@ def controller_kwargs(run: LoggedRun, overrides: Mapping[str, Any] | None = None
     if cfg.get("strategy") is None:
         # Logs written before the strategy option: the forecast rule ran.
         kwargs["strategy"] = "forecast"
+    decisions = [r for r in run.records if r.get("type") == DECISION]
+    if (
+        cfg.get("strategy") == "anneal"
+        and cfg.get("anneal_fraction") is None
+        and decisions
+        and all("decay_steps" not in r for r in decisions)
+    ):
+        # Annealed runs logged before the race decided the decay: it was the planned one.
+        kwargs["anneal_fraction"] = ANNEAL_FRACTION
     if "lr_trust" not in cfg:
         # Logs written before the trust region existed: whole range every
         # stage, and 5 probes a stage with a budget (the default then).
