@@ -57,7 +57,7 @@ from autolr.errors import (
 )
 from autolr.forecast import Forecaster
 from autolr.inputs import check_parts, finite_weights, loss_value
-from autolr.plan import StagePlan
+from autolr.plan import StagePlan, StageSpec
 from autolr.probing import (
     ProbeBackend,
     ProbeOutcome,
@@ -290,6 +290,8 @@ class AutoLRS:
         self.phase = Phase.WARMUP
         self.global_step = 0
         self.search_steps = 0
+        # Of them, the winners' probe steps the exploit continued from (not lost).
+        self.kept_steps = 0
         self.exploit_steps = 0
         self.stage_index = 0
         self.stage: StageState | None = None
@@ -917,6 +919,7 @@ class AutoLRS:
             assert self._winner is not None
             self._restore(self._winner)
             self._dirty = True
+            self.kept_steps += _held_steps(best, stage.spec)
         elif self._dirty:
             self._restore(self._snapshot)
         self._winner = None
@@ -1121,6 +1124,9 @@ class AutoLRS:
             reason=reason,
             losses=stage.exploit_losses,
         )
+        if stage.from_probe and stage.winner is not None:
+            # The winner's probe steps are undone with the exploit.
+            self.kept_steps -= _held_steps(stage.probes[stage.winner], stage.spec)
         stage.rejected.append(lr)
         if reason == "non-finite loss":
             stage.nonfinite.append(lr)
@@ -1224,6 +1230,7 @@ class AutoLRS:
             RUN_END,
             self.global_step,
             search_steps=self.search_steps,
+            kept_steps=self.kept_steps,
             exploit_steps=self.exploit_steps,
             total=self.global_step,
             anneal_losses=list(self._anneal.losses) if self._anneal is not None else [],
@@ -1303,6 +1310,7 @@ class AutoLRS:
             "phase": self.phase.value,
             "global_step": self.global_step,
             "search_steps": self.search_steps,
+            "kept_steps": self.kept_steps,
             "exploit_steps": self.exploit_steps,
             "stage_index": self.stage_index,
             "stage": self.stage.to_dict() if self.stage is not None else None,
@@ -1357,6 +1365,7 @@ class AutoLRS:
                 "phase": Phase(state["phase"]),
                 "global_step": int(state["global_step"]),
                 "search_steps": int(state["search_steps"]),
+                "kept_steps": int(state.get("kept_steps", 0)),
                 "exploit_steps": int(state["exploit_steps"]),
                 "stage_index": int(state["stage_index"]),
                 "stage": stage,
@@ -1462,10 +1471,15 @@ class AutoLRS:
             for rec in self.log.of_type(EXPLOIT_END)
         ]
         scored_by = "score" if self.config.strategy == "anneal" else "forecast"
-        return Summary(rows, self.search_steps, self.global_step, scored_by)
+        return Summary(rows, self.search_steps, self.global_step, scored_by, self.kept_steps)
 
 
 AutoLRS.__doc__ = (AutoLRS.__doc__ or "").replace("{options}", options_doc("            "))
+
+
+def _held_steps(probe: ProbeRecord, spec: StageSpec) -> int:
+    """Steps of a probe at its LR (its cooldown, if any, left out)."""
+    return min(probe.steps, spec.tau_probe)
 
 
 def _probe_fields(probe: ProbeRecord) -> dict[str, Any]:

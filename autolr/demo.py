@@ -346,7 +346,8 @@ def demo_command(args: argparse.Namespace) -> int:
         )
     out(
         f"\nsteps: {total} in all, {tuner.search_steps} on probes "
-        f"({100 * tuner.search_steps / max(total, 1):.0f}%), the rest exploit and anneal"
+        f"({100 * tuner.search_steps / max(total, 1):.0f}%; {tuner.kept_steps} of them kept: "
+        "the winner's steps at its LR), the rest exploit and anneal"
     )
     out("\nFinal results (same model, same budget, same data order)")
     print_table(

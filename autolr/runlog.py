@@ -313,6 +313,8 @@ class RunEnd:
     Attributes:
         total: steps taken, probes included.
         search_steps: steps spent probing (added within version 1).
+        kept_steps: of them, the winners' probe steps the exploit continued from
+            (added within version 1).
         exploit_steps: steps spent exploiting (added within version 1).
         anneal_losses: every step's loss in the final decay, in order (null where
             non-finite; empty without one) (added within version 1).
@@ -321,6 +323,7 @@ class RunEnd:
     TYPE: ClassVar[str] = RUN_END
     total: int
     search_steps: int = _added()
+    kept_steps: int = _added()
     exploit_steps: int = _added()
     anneal_losses: list[float | None] = _added()
 

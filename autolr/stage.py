@@ -260,19 +260,27 @@ class Summary(list[StageRow]):
     """The finished stages, in order; ``print()`` shows them as a table.
 
     Attributes:
-        search_steps: steps spent on probes so far.
+        search_steps: steps spent on probes so far (the range test's included).
         total_steps: steps taken so far, probes included.
+        kept_steps: of the search steps, the winners' probe steps at their LR that
+            the exploit continued from (trained at the chosen LR, not lost).
         scored_by: what each row's ``forecast`` is: ``forecast`` (the forecast
             strategy's) or ``score`` (the annealed strategy's loss after a cooldown).
     """
 
     def __init__(
-        self, rows: list[StageRow], search_steps: int, total_steps: int, scored_by: str = "forecast"
+        self,
+        rows: list[StageRow],
+        search_steps: int,
+        total_steps: int,
+        scored_by: str = "forecast",
+        kept_steps: int = 0,
     ) -> None:
         super().__init__(rows)
         self.search_steps = search_steps
         self.total_steps = total_steps
         self.scored_by = scored_by
+        self.kept_steps = kept_steps
 
     def __str__(self) -> str:
         def num(v: float | None, spec: str) -> str:
@@ -288,5 +296,6 @@ class Summary(list[StageRow]):
                 f"{r.steps:>7} {r.rollbacks:>9}"
             )
         share = self.search_steps / self.total_steps if self.total_steps else 0.0
-        lines.append(f"search: {self.search_steps} of {self.total_steps} steps ({share:.0%})")
+        kept = f"; {self.kept_steps} of them kept, the winners' probes" if self.kept_steps else ""
+        lines.append(f"search: {self.search_steps} of {self.total_steps} steps ({share:.0%}{kept})")
         return "\n".join(lines)

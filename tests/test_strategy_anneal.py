@@ -179,9 +179,17 @@ def test_anneal_run_holds_then_decays_and_replays_exactly(task, tmp_path):
     assert lrs[-1] < 0.2 * lrs[anneal_start]
     result = replay_run(path)
     assert result.matches, [m.describe() for m in result.mismatches]
-    # The summary names what chose the LR: the race's score, not a forecast.
-    header = str(tuner.summary()).splitlines()[0].split()
+    # The summary names what chose the LR: the race's score, not a forecast; and
+    # which of the search's steps were kept (the winner's probe at its LR).
+    summary = str(tuner.summary())
+    header = summary.splitlines()[0].split()
     assert "score" in header and "forecast" not in header
+    first = tuner.log.of_type("decision")[0]
+    rolled_back = bool(tuner.log.of_type("rollback"))
+    kept = tuner.stage.spec.tau_probe if first["from_probe"] and not rolled_back else 0
+    assert tuner.kept_steps == kept
+    assert f"{kept} of them kept" in summary.splitlines()[-1] or not kept
+    assert tuner.log.of_type("run_end")[0]["kept_steps"] == tuner.kept_steps
 
 
 def test_a_dead_network_is_rolled_back_by_the_no_progress_guard(task):
@@ -192,12 +200,17 @@ def test_a_dead_network_is_rolled_back_by_the_no_progress_guard(task):
     while tuner.phase is not Phase.EXPLOIT:
         tuner.step(train_step(model, opt, next(stream)))
     ref = tuner.stage.ref_loss
+    (decision,) = tuner.log.of_type("decision")
+    # The winner's probe steps at its LR are kept, not lost to the search ...
+    assert tuner.kept_steps == (tuner.stage.spec.tau_probe if decision["from_probe"] else 0)
     # The exploit sits at its start level, as a killed network does.
     while not tuner.log.of_type("rollback") and not tuner.finished:
         train_step(model, opt, next(stream))
         tuner.step(ref)
     (rb,) = tuner.log.of_type("rollback")
     assert rb["reason"].startswith("no progress")
+    # ... until the rollback undoes them with the exploit.
+    assert tuner.kept_steps == 0
 
 
 def test_resume_mid_range_test_continues_it_exactly(task):
