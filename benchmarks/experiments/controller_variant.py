@@ -10,7 +10,8 @@ Usage::
         --settings '{"strategy": "anneal"}' --ranges 2,4,none --seeds 0,1,2,3,4
 
 Prints one line a run (final validation loss, search steps, the stage LRs) and the
-median and worst seed per workload. ``--logdir`` keeps each run's log.
+median and worst seed per workload. ``--logdir`` keeps each run's log; ``--val``
+hands the workload's validation loss in as ``val_fn`` (the validation objective).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _one(job: tuple[Any, ...]) -> tuple[Any, ...]:
     from benchmarks.methods import RunSpec, run_one
     from benchmarks.workloads import WORKLOADS
 
-    name, seed, settings, steps, label, logdir, patches = job
+    name, seed, settings, steps, label, logdir, patches, val = job
     _patch(patches)
     torch.set_num_threads(1)
     workload = WORKLOADS[name]
@@ -53,7 +54,9 @@ def _one(job: tuple[Any, ...]) -> tuple[Any, ...]:
         grid = json.loads((RESULTS_DIR / f"{name}_full.json").read_text())
         bounds = resolve_range(label, tuned_lr(grid)[0])
         lr_range = (None, None) if bounds is None else bounds
-    variant = autolr_hook.AutoLRVariant("variant", "autolr variant", settings=settings)
+    variant = autolr_hook.AutoLRVariant(
+        "variant", "autolr variant", settings=settings, val_objective=val
+    )
     log = f"{logdir}/{name}_{label}_{seed}.jsonl" if logdir else None
     result = run_one(
         workload,
@@ -87,11 +90,14 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="module.CONSTANT=value set in each run (repeatable), e.g. autolr.rangetest.BELOW=10",
     )
+    parser.add_argument(
+        "--val", action="store_true", help="the validation objective (val_fn handed in)"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="processes")
     args = parser.parse_args(argv)
     settings = json.loads(args.settings)
     jobs = [
-        (w, int(s), settings, args.steps, r, args.logdir, args.patch)
+        (w, int(s), settings, args.steps, r, args.logdir, args.patch, args.val)
         for w in args.workloads.split(",")
         for r in args.ranges.split(",")
         for s in args.seeds.split(",")
