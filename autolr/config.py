@@ -283,8 +283,8 @@ class AutoLRSConfig:
     anneal_fraction: float | None = option(
         None,
         "fraction of `total_steps` decayed at the end (default with a budget: with strategy "
-        "`anneal` decided by the race, 0.5, or 0.25 when the winner's cooldown gained "
-        "little; 0.1 with `forecast`; 0: none)",
+        "`anneal` decided by the race, 0.5, or 0.25 when its cooldowns gained little; 0.1 "
+        "with `forecast`; 0: none)",
         fraction(0.0, 0.9),
         optional=True,
     )

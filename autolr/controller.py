@@ -990,8 +990,10 @@ class AutoLRS:
             return
         doublings = math.floor(math.log2(cap / lr))
         stage.climb_cap = cap
-        # As slow as the exploit allows: the doublings spread over all of it.
-        stage.climb_every = max(stage.spec.tau_probe, stage.spec.exploit_steps // (doublings + 1))
+        # As slow as the exploit allows: the doublings spread over all of it (as
+        # decided: a shorter final decay leaves a longer hold).
+        hold = stage.spec.exploit_steps + self.config.anneal_steps - self.decay_steps
+        stage.climb_every = max(stage.spec.tau_probe, hold // (doublings + 1))
         logger.warning(
             "stage %d: no candidate left the start level (a plateau): the exploit starts at "
             "lr=%g and doubles it every %d steps, up to %g, until the loss clearly falls",

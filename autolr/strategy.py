@@ -355,13 +355,15 @@ class AnnealStrategy(ForecastStrategy):
     def decay_fraction(self, stage: StageView, winner: ProbeRecord | None) -> float | None:
         """A short decay (``SHORT_ANNEAL_FRACTION``) when the winner's cooldown took
         less than ``SHORT_DECAY_GAIN`` of its training loss off (:func:`cooldown_gain`):
-        there is little noise to anneal away and more to gain at the held LR; the
-        planned one otherwise, when there is no winner, or when ``anneal_fraction``
-        is set."""
-        if self.cfg.anneal_fraction is not None or winner is None:
+        there is little noise to anneal away and more to gain at the held LR. With
+        no winner (a plateau, where every candidate made no progress), the largest
+        gain of any candidate's full cooldown is read instead. The planned decay
+        otherwise, when no cooldown can be read, or when ``anneal_fraction`` is set."""
+        if self.cfg.anneal_fraction is not None:
             return None
-        gain = cooldown_gain(winner, stage.spec)
-        if gain is None or gain >= settings.SHORT_DECAY_GAIN:
+        probes = [winner] if winner is not None else stage.probes
+        gains = [g for g in (cooldown_gain(p, stage.spec) for p in probes) if g is not None]
+        if not gains or max(gains) >= settings.SHORT_DECAY_GAIN:
             return None
         return settings.SHORT_ANNEAL_FRACTION
 

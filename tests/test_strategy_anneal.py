@@ -369,7 +369,12 @@ def test_the_race_decides_a_short_decay_when_cooling_gains_little():
     assert strategy.decay_fraction(stage, _race_probe(2.0, 1.9, spec)) == SHORT_ANNEAL_FRACTION
     # One that takes much off (the noise a large LR keeps): the planned decay.
     assert strategy.decay_fraction(stage, _race_probe(2.0, 1.0, spec)) is None
-    # No winner (a plateau's fallback), or a decay the user fixed: the planned one.
+    # No winner (a plateau's fallback): the candidates' best cooldown decides; none
+    # to read, or a decay the user fixed: the planned one.
+    assert strategy.decay_fraction(stage, None) is None
+    stage.probes = [_race_probe(2.0, 1.99, spec), _race_probe(2.0, 1.98, spec)]
+    assert strategy.decay_fraction(stage, None) == SHORT_ANNEAL_FRACTION
+    stage.probes.append(_race_probe(2.0, 1.0, spec))
     assert strategy.decay_fraction(stage, None) is None
     fixed = AnnealStrategy(AutoLRSConfig(total_steps=1000, anneal_fraction=0.5))
     assert fixed.decay_fraction(stage, _race_probe(2.0, 1.9, spec)) is None
