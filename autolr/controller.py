@@ -676,7 +676,11 @@ class AutoLRS:
         last = self.stage
         searched_before = last is not None and last.chosen_forecast is not None
         progress = self._progress()
-        ref = statistics.median(self._recent) if self._recent else None
+        # The losses before the snapshot set the stage's start level and noise; an
+        # annealed race judges from its snapshot alone (its probes' first losses), as
+        # the losses before it may be a warmup's fall, neither a level nor noise.
+        recent = [] if spec.cool else list(self._recent)
+        ref = statistics.median(recent) if recent else None
         # The objective at the snapshot (t = 0 of every probe), before the capture so
         # that whatever RNG the validation draws is the same for every probe.
         val0, self._next_val0 = self._next_val0, None
@@ -687,8 +691,8 @@ class AutoLRS:
             start_step=self.global_step,
             progress=progress,
             ref_loss=ref,
-            noise=robust_sd(list(self._recent)),
-            recent_max=max(self._recent) if self._recent else None,
+            noise=robust_sd(recent),
+            recent_max=max(recent) if recent else None,
             val0=val0,
         )
         self._snapshot = self._capture_live()

@@ -423,3 +423,15 @@ def test_an_annealed_log_from_before_the_decided_decay_replays_with_the_planned_
     monkeypatch.setattr("autolr.config.SHORT_DECAY_GAIN", 1.0)
     result = replay_run(path)
     assert result.matches, [m.describe() for m in result.mismatches]
+
+
+def test_a_race_after_a_warmup_judges_progress_from_its_snapshot(task):
+    # The warmup's losses fall steeply: read as the stage's start level and noise,
+    # they made every exploit look like "no progress" and rolled it back.
+    _, _, tuner = _run(task, 1000, {"warmup_steps": 20})
+    stage = tuner.stage
+    assert stage.ref_loss == stage.probes[0].train_losses[0]  # the loss at the snapshot
+    assert stage.noise == 0.0 and stage.recent_max is None
+    assert not tuner.log.of_type("rollback")
+    (decision,) = tuner.log.of_type("decision")
+    assert decision["reason"] == "best_forecast"

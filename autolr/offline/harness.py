@@ -116,14 +116,18 @@ def controller_kwargs(run: LoggedRun, overrides: Mapping[str, Any] | None = None
         # Logs written before the strategy option: the forecast rule ran.
         kwargs["strategy"] = "forecast"
     decisions = [r for r in run.records if r.get("type") == DECISION]
-    if (
-        cfg.get("strategy") == "anneal"
-        and cfg.get("anneal_fraction") is None
-        and decisions
-        and all("decay_steps" not in r for r in decisions)
-    ):
-        # Annealed runs logged before the race decided the decay: it was the planned one.
-        kwargs["anneal_fraction"] = ANNEAL_FRACTION
+    older = bool(decisions) and all("decay_steps" not in r for r in decisions)
+    if cfg.get("strategy") == "anneal" and older:
+        if cfg.get("anneal_fraction") is None:
+            # Logged before the race decided the decay: it was the planned one.
+            kwargs["anneal_fraction"] = ANNEAL_FRACTION
+        if cfg.get("warmup_steps"):
+            warn_log(
+                f"{run.path}: an annealed run with a warmup, logged before the race judged "
+                "progress from its snapshot alone (it read the warmup's losses as its start "
+                "level and noise); the replay may differ from the race on",
+                run.warnings,
+            )
     if "lr_trust" not in cfg:
         # Logs written before the trust region existed: whole range every
         # stage, and 5 probes a stage with a budget (the default then).
