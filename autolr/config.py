@@ -29,6 +29,8 @@ BUDGET_PROBES = 3
 # The annealed strategy's race and decay (chosen on W1-W3 and S0; see BENCHMARKS.md).
 ANNEAL_PROBES = 4
 ANNEAL_FRACTION = 0.5
+# Each race probe holds its LR for this share of the budget (then cools down).
+RACE_PROBE_FRACTION = 0.02
 # The decay the race decides (with `anneal_fraction` unset): a winner whose cooldown
 # took less than SHORT_DECAY_GAIN of its training loss off decays over the last
 # SHORT_ANNEAL_FRACTION of the budget instead of ANNEAL_FRACTION.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from autolr import config as settings
 from autolr.config import PAPER_TAU, PAPER_TAU_MAX, AutoLRSConfig
 from autolr.errors import ConfigError
 
@@ -125,7 +126,8 @@ class StagePlan:
         ``tau_probe`` steps then a cooldown, and the winner held to the decay."""
         assert remaining is not None and self.config.total_steps is not None
         total = self.config.total_steps
-        tp = self.config.tau_probe or max(self.config.min_probe_steps, round(0.02 * total))
+        held = round(settings.RACE_PROBE_FRACTION * total)
+        tp = self.config.tau_probe or max(self.config.min_probe_steps, held)
         cool = max(2, round(self.config.cooldown_fraction * tp))
         search = self.probes * (tp + cool)
         if index > 0 or remaining <= search + tp:
