@@ -339,7 +339,7 @@ class AnnealStrategy(ForecastStrategy):
     def score(self, probe: ProbeRecord, stage: StageView) -> None:
         if probe.diverged:
             return
-        tail = [v for v in probe.losses[-max(3, stage.spec.cool // 3) :] if v is not None]
+        tail = [v for v in probe.losses[-score_window(stage.spec) :] if v is not None]
         if not tail:
             probe.diverged, probe.reason = True, "no finite loss after the cooldown"
             return
@@ -404,17 +404,22 @@ class AnnealStrategy(ForecastStrategy):
         self.ceiling = float(ceiling) if ceiling is not None else None
 
 
+def score_window(spec: StageSpec) -> int:
+    """How many of a race probe's last values its score reads (a third of its cooldown, >= 3)."""
+    return max(3, spec.cool // 3)
+
+
 def cooldown_gain(probe: ProbeRecord, spec: StageSpec) -> float | None:
     """The share of its training loss a race probe's cooldown took off.
 
     ``1 - cooled / held``: ``held`` the median training loss of the last steps at
     the probe's LR, ``cooled`` that of the last steps of its cooldown (as many as
-    its score reads, ``max(3, cool // 3)``). None without a cooldown, with too few
+    its score reads, :func:`score_window`). None without a cooldown, with too few
     finite losses, or when ``held`` is not positive.
     """
     if spec.cool <= 0:
         return None
-    n = max(3, spec.cool // 3)
+    n = score_window(spec)
     losses = probe.train_losses
     held = [v for v in losses[max(0, spec.tau_probe - n) : spec.tau_probe] if v is not None]
     cooled = [v for v in losses[spec.tau_probe :][-n:] if v is not None]

@@ -24,7 +24,7 @@ from autolr.forecast import Forecaster, make_forecaster
 from autolr.offline.logs import LoggedRun, LoggedStage, warn_log
 from autolr.probing import ProbeOutcome, ProbeRequest
 from autolr.proposer import GPProposer
-from autolr.runlog import DECISION, RANGE_TEST
+from autolr.runlog import DECISION, RANGE_TEST, of_type
 from autolr.snapshot import Snapshot, capture
 from autolr.strategy import default_proposer
 
@@ -115,7 +115,7 @@ def controller_kwargs(run: LoggedRun, overrides: Mapping[str, Any] | None = None
     if cfg.get("strategy") is None:
         # Logs written before the strategy option: the forecast rule ran.
         kwargs["strategy"] = "forecast"
-    decisions = [r for r in run.records if r.get("type") == DECISION]
+    decisions = of_type(run.records, DECISION)
     older = bool(decisions) and all("decay_steps" not in r for r in decisions)
     if cfg.get("strategy") == "anneal" and older:
         if cfg.get("anneal_fraction") is None:
