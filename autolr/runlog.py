@@ -25,9 +25,17 @@ Every record has ``type``, ``schema_version``, ``step`` (the controller's global
 step when written; probe steps count) and ``time`` (Unix time of the write).
 Non-finite numbers are written as ``null``.
 
-Schema version 1 grew within the version: fields marked *added within version 1*
-may be missing from logs that older autolr versions wrote; the lenient reader
-accepts that, the strict one does not.
+Schema versions (:data:`SCHEMA_VERSION` is written, :data:`READ_VERSIONS` are read):
+
+- **1**: the forecast strategy's log. It grew within the version: fields marked
+  *added within version 1* may be missing from logs that older autolr versions
+  wrote; the lenient reader accepts that, the strict one does not. Its last
+  releases also wrote the annealed strategy's records (``range_test``, a race's
+  ``cool``, ``climbs``, ``decay_steps``, ``kept_steps``) under version 1.
+- **2**: the records and fields below, every one of them in every record: the
+  annealed strategy's log (range test, cooldown branches, the decided decay). A
+  version-2 record that lacks a field is a flaw for both readers; an autolr that
+  reads only version 1 refuses a version-2 log instead of misreading it.
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ __all__ = [
     "RUN_END",
     "RUN_START",
     "SCHEMA",
+    "READ_VERSIONS",
     "SCHEMA_VERSION",
     "STAGE_START",
     "RunLog",
@@ -70,7 +79,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READ_VERSIONS = (1, 2)
+"""The schema versions the reader (:mod:`autolr.offline.reader`) accepts."""
 
 # Record types.
 RUN_START = "run_start"
@@ -352,8 +363,11 @@ def fields_of(type_: str) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(SCHEMA[type_]))
 
 
-def required_fields(type_: str) -> tuple[str, ...]:
-    """The fields of a record type that every version-1 log has."""
+def required_fields(type_: str, version: int = 1) -> tuple[str, ...]:
+    """The fields every record of a type has in a log of schema ``version``: in
+    version 1, those not added within it; from version 2 on, all of them."""
+    if version >= 2:
+        return fields_of(type_)
     return tuple(f.name for f in dataclasses.fields(SCHEMA[type_]) if not f.metadata.get("added"))
 
 

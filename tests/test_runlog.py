@@ -14,6 +14,7 @@ from autolr.offline.reader import read_records, read_run_log
 from autolr.runlog import (
     ENVELOPE,
     PROBE,
+    READ_VERSIONS,
     RECORD_TYPES,
     RUN_START,
     SCHEMA,
@@ -69,7 +70,8 @@ def test_fixtures_have_exactly_the_schema_fields(path: Path) -> None:
     assert records[0]["type"] == RUN_START
     for rec in records:
         fields = set(rec) - set(ENVELOPE)
-        assert set(required_fields(rec["type"])) <= fields <= set(fields_of(rec["type"]))
+        need = required_fields(rec["type"], rec["schema_version"])
+        assert set(need) <= fields <= set(fields_of(rec["type"]))
     assert of_type(records, PROBE)
 
 
@@ -100,3 +102,27 @@ def test_required_fields_are_a_subset() -> None:
     for type_ in RECORD_TYPES:
         assert set(required_fields(type_)) <= set(fields_of(type_))
     assert "recent" not in required_fields("stage_start")
+
+
+def test_version_2_is_written_and_versions_1_and_2_are_read(tmp_path: Path) -> None:
+    assert SCHEMA_VERSION == 2 and READ_VERSIONS == (1, 2)
+    assert required_fields(RUN_START, 2) == fields_of(RUN_START)
+    old = {"type": RUN_START, "schema_version": 1, "step": 0, "time": 0.0, **START}
+    path = tmp_path / "v1.jsonl"
+    # A version-1 run_start without the fields added within version 1: the lenient
+    # reader takes it (a log an older autolr wrote).
+    path.write_text(json.dumps(old) + "\n")
+    assert read_run_log(path, strict=False)[0]["schema_version"] == 1
+    # The same record as version 2 is a flaw for both readers: version 2 has every field.
+    path.write_text(json.dumps({**old, "schema_version": 2}) + "\n")
+    for strict in (True, False):
+        with pytest.raises(LogFormatError, match="line 1: run_start record is missing the field"):
+            read_run_log(path, strict=strict)
+    path.write_text(json.dumps({**old, **start_fields(), "schema_version": 2}) + "\n")
+    assert read_run_log(path)[0]["prober"] is None
+    path.write_text(json.dumps({**old, **start_fields(), "schema_version": 3}) + "\n")
+    with pytest.raises(LogFormatError, match=r"schema_version=3 is not supported.* 1, 2 \("):
+        read_run_log(path, strict=False)
+    path.write_text(json.dumps({**old, **start_fields(), "schema_version": True}) + "\n")
+    with pytest.raises(LogFormatError, match="schema_version=True is not supported"):
+        read_run_log(path)

@@ -27,6 +27,15 @@ def test_fixtures_cover_the_log_features() -> None:
     assert runs["digits_prober"].config["parallel_probes"] == 2
     phases = [r["phase"] for r in runs["digits_warmup_anneal"].of_type("phase")]
     assert phases[:1] == ["warmup"] and "anneal" in phases
+    # The annealed strategy's log, schema version 2: range test, cooldown branches.
+    anneal = runs["digits_anneal"]
+    assert {r["schema_version"] for r in anneal.records} == {2}
+    assert anneal.of_type("range_test") and anneal.config["strategy"] == "anneal"
+    (start,) = anneal.of_type("stage_start")
+    assert start["cool"] > 0 and len(anneal.of_type("probe")) == start["probes"]
+    assert anneal.of_type("decision")[0]["decay_steps"] > 0
+    old = [p for name, p in runs.items() if name != "digits_anneal"]
+    assert all(r["schema_version"] == 1 for run in old for r in run.records)
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])

@@ -417,7 +417,8 @@ def test_an_annealed_log_from_before_the_decided_decay_replays_with_the_planned_
     _run(task, 1000, {"log_path": path})
     records = [json.loads(line) for line in path.read_text().splitlines()]
     for r in records:
-        r.pop("decay_steps", None)  # as logs written before the field were
+        r.pop("decay_steps", None)  # as logs written before the field were (version 1)
+        r["schema_version"] = 1
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     # This version would decide a short decay for it; the replay keeps the planned one.
     monkeypatch.setattr("autolr.config.SHORT_DECAY_GAIN", 1.0)

@@ -24,6 +24,7 @@ from autolr.runlog import (
     PHASE,
     PHASE_RESUME,
     PROBE,
+    READ_VERSIONS,
     ROLLBACK,
     RUN_START,
     SCHEMA,
@@ -213,10 +214,11 @@ class _Reader:
         if "type" not in rec:
             raise LogFormatError(f"{where}: record has no 'type' field")
         version = rec.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if isinstance(version, bool) or version not in READ_VERSIONS:
             raise LogFormatError(
-                f"{where}: schema_version={version!r} is not supported; "
-                f"this autolr reads run logs of schema_version {SCHEMA_VERSION}"
+                f"{where}: schema_version={version!r} is not supported; this autolr reads "
+                f"run logs of schema_version {', '.join(map(str, READ_VERSIONS))} (it writes "
+                f"{SCHEMA_VERSION})"
             )
         type_ = rec["type"]
         if type_ not in SCHEMA:
@@ -225,7 +227,7 @@ class _Reader:
         step = rec.get("step")
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise LogFormatError(f"{where}: field 'step' must be an int >= 0, got {step!r}")
-        for name in fields_of(type_) if self.strict else required_fields(type_):
+        for name in fields_of(type_) if self.strict else required_fields(type_, version):
             if name not in rec:
                 raise LogFormatError(f"{where}: {type_} record is missing the field {name!r}")
         if self.strict:
@@ -313,8 +315,8 @@ def read_records(path: str | Path, *, strict: bool = True) -> LogRecords:
             killed run or an older autolr left, skipping with a
             :class:`~autolr.errors.LogWarning` a truncated last line and records
             of an unknown type, reading a non-finite number in a loss series as
-            null, and accepting records without the fields added within version 1
-            (or with fields a newer autolr added), and a ``run_start`` a resumed
+            null, accepting version-1 records without the fields added within
+            version 1 (and records with fields a newer autolr added), and a ``run_start`` a resumed
             run wrote at the end before it loaded its checkpoint.
 
     Returns:
