@@ -491,6 +491,8 @@ def build_report(results_dir: Path = RESULTS_DIR, report_path: Path = REPORT_PAT
         parts.append("\n" + FINDINGS_PATH.read_text())
     if not loaded:
         parts.append("\nNo results yet: run `python -m benchmarks.run --quick`.\n")
+    sweeps = [json.loads(f.read_text()) for f in sorted((results_dir / RANGES_DIR).glob("*.json"))]
+    placed: set[tuple[str, str]] = set()
     current_mode = None
     for res in sorted(loaded, key=order):
         meta = res["meta"]
@@ -528,10 +530,14 @@ def build_report(results_dir: Path = RESULTS_DIR, report_path: Path = REPORT_PAT
             parts.append("\n" + "\n".join(f"- {v}" for v in verdict) + "\n")
         rel = os.path.relpath(png.resolve(), report_path.resolve().parent)
         parts.append(f"\n![{name}]({Path(rel).as_posix()})\n")
-    sweeps = [json.loads(f.read_text()) for f in sorted((results_dir / RANGES_DIR).glob("*.json"))]
+        for sweep in sweeps:
+            key = (sweep["meta"]["workload"], sweep["meta"]["mode"])
+            if key == (meta["workload"], meta["mode"]):
+                parts.append(range_sweep_markdown(sweep, rows))
+                placed.add(key)
     confirmation = confirmation_markdown(
         sorted((r for r in loaded if r["meta"].get("confirmation")), key=order),
-        sweeps,
+        [s for s in sweeps if (s["meta"]["workload"], s["meta"]["mode"]) not in placed],
         results_dir,
         report_path,
     )
@@ -1146,9 +1152,10 @@ def confirmation_markdown(
         "over the best tuned schedule's. **dead / non-finite**: runs whose final "
         f"validation loss is at or above {1 - DEAD_TOLERANCE:.0%} of the lower of their "
         "initial validation loss and the chance-level loss (a dead network), and runs "
-        "that ended non-finite. Search-range sweeps: `python -m benchmarks.run "
-        "--workloads W4 --range-decades 1,2,3,4,wide --seeds 5`; `wide` is "
-        "[1e-6, 10], a stand-in for giving no range while `AutoLRS` requires one.\n"
+        "that ended non-finite. Search-range sweeps (these, and those under W1-W3 and S0 "
+        "above): `python -m benchmarks.run --workloads W4 --range-decades 1,2,3,4,none "
+        "--seeds 5`; `none` gives autolr no range (its range test finds one), `wide` is "
+        "[1e-6, 10].\n"
     ]
     done = set()
     for res in loaded:
