@@ -491,8 +491,13 @@ def build_report(results_dir: Path = RESULTS_DIR, report_path: Path = REPORT_PAT
         parts.append("\n" + FINDINGS_PATH.read_text())
     if not loaded:
         parts.append("\nNo results yet: run `python -m benchmarks.run --quick`.\n")
-    sweeps = [json.loads(f.read_text()) for f in sorted((results_dir / RANGES_DIR).glob("*.json"))]
-    placed: set[tuple[str, str]] = set()
+    # Each sweep goes under its workload's section; those left, with the confirmation ones.
+    sweeps = {
+        _sweep_key(sweep): sweep
+        for sweep in (
+            json.loads(f.read_text()) for f in sorted((results_dir / RANGES_DIR).glob("*.json"))
+        )
+    }
     current_mode = None
     for res in sorted(loaded, key=order):
         meta = res["meta"]
@@ -530,14 +535,12 @@ def build_report(results_dir: Path = RESULTS_DIR, report_path: Path = REPORT_PAT
             parts.append("\n" + "\n".join(f"- {v}" for v in verdict) + "\n")
         rel = os.path.relpath(png.resolve(), report_path.resolve().parent)
         parts.append(f"\n![{name}]({Path(rel).as_posix()})\n")
-        for sweep in sweeps:
-            key = (sweep["meta"]["workload"], sweep["meta"]["mode"])
-            if key == (meta["workload"], meta["mode"]):
-                parts.append(range_sweep_markdown(sweep, rows))
-                placed.add(key)
+        sweep = sweeps.pop(_sweep_key(res), None)
+        if sweep is not None:
+            parts.append(range_sweep_markdown(sweep, rows))
     confirmation = confirmation_markdown(
         sorted((r for r in loaded if r["meta"].get("confirmation")), key=order),
-        [s for s in sweeps if (s["meta"]["workload"], s["meta"]["mode"]) not in placed],
+        list(sweeps.values()),
         results_dir,
         report_path,
     )
@@ -1157,7 +1160,7 @@ def confirmation_markdown(
         "--seeds 5`; `none` gives autolr no range (its range test finds one), `wide` is "
         "[1e-6, 10].\n"
     ]
-    done = set()
+    left = {_sweep_key(sweep): sweep for sweep in sweeps}
     for res in loaded:
         meta = res["meta"]
         wid, mode = meta["workload"], meta["mode"]
@@ -1173,15 +1176,17 @@ def confirmation_markdown(
             out.append("\n" + "\n".join(f"- {v}" for v in verdict) + "\n")
         rel = os.path.relpath(png.resolve(), report_path.resolve().parent)
         out.append(f"\n![{name}]({Path(rel).as_posix()})\n")
-        for sweep in sweeps:
-            if (sweep["meta"]["workload"], sweep["meta"]["mode"]) == (wid, mode):
-                out.append(range_sweep_markdown(sweep, rows))
-                done.add((wid, mode))
-    for sweep in sweeps:
-        key = (sweep["meta"]["workload"], sweep["meta"]["mode"])
-        if key not in done:
-            out.append(range_sweep_markdown(sweep, None))
+        sweep = left.pop(_sweep_key(res), None)
+        if sweep is not None:
+            out.append(range_sweep_markdown(sweep, rows))
+    for sweep in left.values():
+        out.append(range_sweep_markdown(sweep, None))
     return "".join(out)
+
+
+def _sweep_key(results: dict[str, Any]) -> tuple[str, str]:
+    """A results file's workload and mode: how a range sweep finds its workload's results."""
+    return results["meta"]["workload"], results["meta"]["mode"]
 
 
 def main(argv: list[str] | None = None) -> None:
