@@ -8,12 +8,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Folder of each autolr package in the source tree (pyproject.toml's package-dir).
-PACKAGES = {
-    "autolr": ROOT / "autolr",
-    "autolr.kernels": ROOT / "kernels",
-    "autolr.integrations": ROOT / "integrations",
-}
+# Folder of each autolr package in the source tree.
+PACKAGES = {"autolr": ROOT / "autolr"}
 
 
 def _modules() -> dict[str, Path]:

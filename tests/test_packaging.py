@@ -46,3 +46,21 @@ def test_installed_subpackages_import():
 
     assert Path(autolr.kernels.__file__).parent.name == "kernels"
     assert autolr.integrations.__name__ == "autolr.integrations"
+
+
+def test_no_folder_of_the_checkout_shadows_an_installed_package():
+    """``python -m pytest`` and ``python -m benchmarks...`` put the checkout's root first on
+    ``sys.path``: a folder there named like another distribution's top-level module (HF's
+    ``kernels``, which transformers imports) would be imported in its place."""
+    import importlib.metadata
+
+    installed = importlib.metadata.packages_distributions()
+    ours = {"autolr", "benchmarks", "tests", "examples"}
+    folders = {p.name for p in ROOT.iterdir() if p.is_dir() and any(p.glob("*.py"))}
+    assert folders <= ours, f"unexpected top-level code folders {sorted(folders - ours)}"
+    clash = {
+        name: installed[name]
+        for name in folders
+        if name in installed and set(installed[name]) != {"autolr"}
+    }
+    assert not clash, f"checkout folders shadow installed packages: {clash}"
