@@ -32,7 +32,7 @@ MICRO_QUICK_FILE = "micro_quick.json"  # quick runs never overwrite the full fig
 ABLATION_DIR = "ablations"
 RANGES_DIR = "ranges"
 FINDINGS_PATH = Path(__file__).resolve().parent / "findings.md"
-WORKLOAD_ORDER = ("W1", "W2", "W3", "S0", "W4", "W5")
+WORKLOAD_ORDER = ("W1", "W2", "W3", "S0", "W4", "W5", "W6", "S1")
 # a final val loss at or above (1 - DEAD_TOLERANCE) x min(initial val loss, chance
 # loss) is a dead network: the run learnt nothing it kept
 DEAD_TOLERANCE = 0.05
@@ -409,6 +409,8 @@ Budgets (full mode; 1 torch thread per process on a shared 2-core CPU):
 | S0 noisy quadratic | 5,000 | 9 x 4 | 3 | 3-6 s |
 | W4 plateau CNN (confirmation) | 1,000 | 7 x 2 (cosine, WSD only) | 5 | 4-25 s |
 | W5 fine-tuning (confirmation) | 800 | 9 x 2 (cosine, WSD only) | 5 | 2-9 s |
+| W6 regression, Adam (confirmation) | 1,500 | 8 x 2 (cosine, WSD only) | 5 | 2-4 s |
+| S1 noisy quadratic unlike S0 (confirmation) | 3,000 | 9 x 2 (cosine, WSD only) | 5 | 1-2 s |
 
 W2 runs 4,000 steps (about 73 epochs of its 3,500 signals) rather than more, and W3
 1,500 steps, and two schedules, so that a full pass fits in a few hours
@@ -416,7 +418,7 @@ here. Both grids were widened upwards after a first pass put the tuned LR at the
 grid's top (W2 0.016, W3 0.008); autolr's and PB2's search range is the grid's range.
 Quick mode (`--quick`) is a smoke run (T = 120-500, one seed, ablations on W1
 only; `python -m benchmarks.all --quick` took 8.5 minutes here from empty results, and
-its confirmation step, W4 and W5, 4.8 minutes more)
+its confirmation step 5.3 minutes more: 4.8 for W4 and W5, 30 s for W6 and S1)
 where the stage-based methods have too few steps to mean anything.
 
 How to read the tables:
@@ -1136,7 +1138,7 @@ def confirmation_markdown(
     results_dir: Path,
     report_path: Path,
 ) -> str:
-    """The confirmation section: W4 and W5's tables and plots, and the range sweeps.
+    """The confirmation section: W4-W6 and S1's tables and plots, and the range sweeps.
 
     Args:
         loaded: the confirmation workloads' results files, in report order.
@@ -1147,7 +1149,7 @@ def confirmation_markdown(
     if not loaded and not sweeps:
         return ""
     out = [
-        "\n## Confirmation workloads (W4, W5): no default is chosen on these\n\n"
+        "\n## Confirmation workloads (W4, W5, W6, S1): no default is chosen on these\n\n"
         "Workloads no setting of autolr was chosen on: they check that what was chosen "
         "on W1-W3 and S0 carries. Same rules as above (budget T, probe steps inside it, "
         "validation decides). **worst seed**: the highest final validation loss over "

@@ -22,7 +22,7 @@ from autolr.kernels.schedule_law import (
     fit_schedule_law,
     forecast_final,
 )
-from autolr.simulate import sgd_expected_loss
+from autolr.offline.nqm import sgd_expected_loss
 from benchmarks.workloads.nqm import _problem, reference
 
 T = 5000

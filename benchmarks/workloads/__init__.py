@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from benchmarks.common import Workload
-from benchmarks.workloads import chargpt, digits, finetune, mnist1d_cnn, nqm, plateau_cnn
+from benchmarks.workloads import (
+    chargpt,
+    digits,
+    finetune,
+    mnist1d_cnn,
+    nqm,
+    plateau_cnn,
+    regression,
+)
 
 WORKLOADS: dict[str, Workload] = {
     w.id: w
@@ -14,6 +22,8 @@ WORKLOADS: dict[str, Workload] = {
         nqm.WORKLOAD,
         plateau_cnn.WORKLOAD,
         finetune.WORKLOAD,
+        regression.WORKLOAD,
+        nqm.STEEP_WORKLOAD,
     )
 }
 
