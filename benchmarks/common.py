@@ -150,6 +150,30 @@ def mean_cross_entropy(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 2048
     return total / x.shape[0]
 
 
+def dataset_instance(
+    model: nn.Module,
+    splits: dict[str, tuple[Tensor, Tensor]],
+    batch_size: int,
+    seed: int,
+    train_step: TrainStep,
+    mean_loss: Callable[[nn.Module, Tensor, Tensor], float],
+    **info: Any,
+) -> Instance:
+    """An instance over in-memory ``splits`` (``train``/``val``/``test`` as ``(x, y)``):
+    ``train_step`` on seeded epochs of the training split, validation and test scored
+    by ``mean_loss(model, x, y)``; ``info`` joins the split sizes and batch size."""
+    xv, yv = splits["val"]
+    xt, yt = splits["test"]
+    return Instance(
+        model=model,
+        train_batches=epoch_batches(splits["train"], batch_size, seeded_generator(seed)),
+        train_step=train_step,
+        eval_val=lambda: mean_loss(model, xv, yv),
+        eval_test=lambda: mean_loss(model, xt, yt),
+        info={k: len(v[1]) for k, v in splits.items()} | {"batch_size": batch_size} | info,
+    )
+
+
 def classifier_instance(
     model: nn.Module,
     splits: dict[str, tuple[Tensor, Tensor]],
@@ -157,18 +181,10 @@ def classifier_instance(
     seed: int,
     **info: Any,
 ) -> Instance:
-    """A classifier's instance: ``splits`` (``train``/``val``/``test`` as ``(x, y)``)
-    trained by :func:`classification_step` on seeded epochs, scored by
-    :func:`mean_cross_entropy`; ``info`` joins the split sizes and batch size."""
-    xv, yv = splits["val"]
-    xt, yt = splits["test"]
-    return Instance(
-        model=model,
-        train_batches=epoch_batches(splits["train"], batch_size, seeded_generator(seed)),
-        train_step=classification_step,
-        eval_val=lambda: mean_cross_entropy(model, xv, yv),
-        eval_test=lambda: mean_cross_entropy(model, xt, yt),
-        info={k: len(v[1]) for k, v in splits.items()} | {"batch_size": batch_size} | info,
+    """A classifier's :func:`dataset_instance`: trained by :func:`classification_step`,
+    scored by :func:`mean_cross_entropy`."""
+    return dataset_instance(
+        model, splits, batch_size, seed, classification_step, mean_cross_entropy, **info
     )
 
 

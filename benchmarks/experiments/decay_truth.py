@@ -50,30 +50,43 @@ def linear(n: int) -> list[float]:
     return [1.0 - (i + 1) / (n + 1) for i in range(n)]
 
 
-def run(name: str, seed: int, mult: float, out: Path) -> dict[str, Any]:
-    torch.set_num_threads(1)
-    wl = WORKLOADS[name]
-    total = wl.full_steps
-    grid = json.loads((RESULTS_DIR / f"{name}_full.json").read_text())
-    eta = tuned_lr(grid)[0] * mult
-    inst = wl.make(seed)
-    model = inst.model
-    opt = _base_optimizer(wl, model.parameters(), eta)
+class Branching:
+    """A workload instance and its optimizer at the tuned LR times ``mult``: train at
+    given LRs, snapshot the state, put it back (the batch stream runs on)."""
 
-    def snap() -> tuple[Any, ...]:
-        return copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+    def __init__(self, name: str, seed: int, mult: float = 1.0) -> None:
+        torch.set_num_threads(1)
+        self.workload = WORKLOADS[name]
+        grid = json.loads((RESULTS_DIR / f"{name}_full.json").read_text())
+        self.lr = tuned_lr(grid)[0] * mult
+        self.inst = self.workload.make(seed)
+        self.model = self.inst.model
+        self.opt = _base_optimizer(self.workload, self.model.parameters(), self.lr)
 
-    def restore(s: tuple[Any, ...]) -> None:
-        model.load_state_dict(s[0])
-        opt.load_state_dict(s[1])
+    def snap(self) -> tuple[Any, ...]:
+        return copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.opt.state_dict())
 
-    def train(lrs: list[float]) -> list[float]:
+    def restore(self, state: tuple[Any, ...]) -> None:
+        self.model.load_state_dict(state[0])
+        self.opt.load_state_dict(state[1])
+
+    def train(self, lrs: list[float], after_step: Any = None) -> list[float]:
+        """One training step at each LR; their losses. ``after_step(i)`` after step ``i``."""
         losses = []
-        for lr in lrs:
-            for g in opt.param_groups:
+        for i, lr in enumerate(lrs):
+            for g in self.opt.param_groups:
                 g["lr"] = lr
-            losses.append(float(inst.train_step(model, opt, next(inst.train_batches))))
+            step = self.inst.train_step(self.model, self.opt, next(self.inst.train_batches))
+            losses.append(float(step))
+            if after_step is not None:
+                after_step(i)
         return losses
+
+
+def run(name: str, seed: int, mult: float, out: Path) -> dict[str, Any]:
+    b = Branching(name, seed, mult)
+    total, eta, inst = b.workload.full_steps, b.lr, b.inst
+    snap, restore, train = b.snap, b.restore, b.train
 
     res: dict[str, Any] = {"workload": name, "seed": seed, "eta": eta, "T": total}
     start = time.time()

@@ -26,7 +26,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import statistics
@@ -35,10 +34,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.optimizers import _base_optimizer
-from benchmarks.ranges import tuned_lr
-from benchmarks.report import RESULTS_DIR
-from benchmarks.workloads import WORKLOADS
+from benchmarks.experiments.decay_truth import Branching, linear, one_minus_sqrt
 
 OUT = Path(__file__).resolve().parent / "results" / "race_scores"
 PROBE = 0.02
@@ -47,38 +43,25 @@ RUNGS = 4
 
 
 def run(name: str, seed: int, out: Path) -> dict[str, Any]:
-    torch.set_num_threads(1)
-    wl = WORKLOADS[name]
-    total = wl.full_steps
-    grid = json.loads((RESULTS_DIR / f"{name}_full.json").read_text())
-    top = 2 * tuned_lr(grid)[0]
-    inst = wl.make(seed)
-    model = inst.model
-    opt = _base_optimizer(wl, model.parameters(), top)
-    params = [p for p in model.parameters()]
-
-    def snap() -> tuple[Any, ...]:
-        return copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
-
-    def restore(s: tuple[Any, ...]) -> None:
-        model.load_state_dict(s[0])
-        opt.load_state_dict(s[1])
+    b = Branching(name, seed, mult=2.0)
+    total, top, inst = b.workload.full_steps, b.lr, b.inst
+    snap, restore = b.snap, b.restore
+    params = list(b.model.parameters())
 
     def train(lr: float, n: int, average_from: int | None = None) -> tuple[list[float], Any]:
-        losses, avg, k = [], None, 0
-        for i in range(n):
-            for g in opt.param_groups:
-                g["lr"] = lr
-            losses.append(float(inst.train_step(model, opt, next(inst.train_batches))))
-            if average_from is not None and i >= average_from:
-                k += 1
-                with torch.no_grad():
-                    if avg is None:
-                        avg = [p.detach().clone() for p in params]
-                    else:
-                        for a, p in zip(avg, params):
-                            a.add_(p.detach() - a, alpha=1.0 / k)
-        return losses, avg
+        """``n`` steps at ``lr``; the mean of the iterates from step ``average_from`` on."""
+        avg: list[torch.Tensor] = []
+
+        def accumulate(i: int) -> None:
+            if average_from is None or i < average_from:
+                return
+            with torch.no_grad():
+                if not avg:
+                    avg.extend(q.detach().clone() for q in params)
+                for a, q in zip(avg, params):
+                    a.add_(q.detach() - a, alpha=1.0 / (i - average_from + 1))
+
+        return b.train([lr] * n, accumulate), avg
 
     p = max(5, round(PROBE * total))
     n_eval = max(3, round(EVAL * total))
@@ -91,11 +74,7 @@ def run(name: str, seed: int, out: Path) -> dict[str, Any]:
         losses, avg = train(lr, p, average_from=p // 2)
         raw = statistics.median(losses[-max(3, p // 3) :])
         end = snap()
-        cool = []
-        for i in range(p):
-            for g in opt.param_groups:
-                g["lr"] = lr * (1 - (i + 1) / (p + 1))
-            cool.append(float(inst.train_step(model, opt, next(inst.train_batches))))
+        cool = b.train([lr * f for f in linear(p)])
         restore(end)
         with torch.no_grad():
             for a, q in zip(avg, params):
@@ -103,11 +82,7 @@ def run(name: str, seed: int, out: Path) -> dict[str, Any]:
         ev, _ = train(0.0, n_eval)
         restore(end)
         # The truth: hold from the probe's end, then 1-sqrt over the last half.
-        train(lr, total - d - p)
-        for i in range(d):
-            for g in opt.param_groups:
-                g["lr"] = lr * (1 - ((i + 1) / (d + 1)) ** 0.5)
-            inst.train_step(model, opt, next(inst.train_batches))
+        b.train([lr] * (total - d - p) + [lr * f for f in one_minus_sqrt(d)])
         row = {
             "lr": lr,
             "raw": raw,

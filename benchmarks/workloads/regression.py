@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.common import Instance, Workload, epoch_batches, seeded_generator
+from benchmarks.common import Instance, Workload, dataset_instance
 
 BATCH_SIZE = 64
 HIDDEN = 128
@@ -70,16 +70,7 @@ def make(seed: int) -> Instance:
     model = nn.Sequential(
         nn.Linear(10, HIDDEN), nn.GELU(), nn.Linear(HIDDEN, HIDDEN), nn.GELU(), nn.Linear(HIDDEN, 1)
     )
-    xv, yv = splits["val"]
-    xt, yt = splits["test"]
-    return Instance(
-        model=model,
-        train_batches=epoch_batches(splits["train"], BATCH_SIZE, seeded_generator(seed)),
-        train_step=regression_step,
-        eval_val=lambda: mean_squared_error(model, xv, yv),
-        eval_test=lambda: mean_squared_error(model, xt, yt),
-        info={k: len(v[1]) for k, v in splits.items()} | {"batch_size": BATCH_SIZE},
-    )
+    return dataset_instance(model, splits, BATCH_SIZE, seed, regression_step, mean_squared_error)
 
 
 WORKLOAD = Workload(
