@@ -1,8 +1,9 @@
 """Which race score picks the LR that ends best: a cooldown branch, or the averaged iterate?
 
 For a workload and seed, from the start, each LR of a ladder ``top / 2**j`` (``top``
-twice the grid's tuned peak LR; four rungs) is probed for 2% of T; then it is scored
-three ways, every extra step a training step of the run's own kind:
+twice the grid's tuned peak LR, or ``--top`` times it; four rungs) is probed for 2%
+of T; then it is scored three ways, every extra step a training step of the run's
+own kind:
 
 - ``cool``: the race's score today: a linear cooldown to 0 over another 2% of T,
   the median of its last third's training losses;
@@ -42,8 +43,8 @@ EVAL = 0.005
 RUNGS = 4
 
 
-def run(name: str, seed: int, out: Path) -> dict[str, Any]:
-    b = Branching(name, seed, mult=2.0)
+def run(name: str, seed: int, out: Path, top_mult: float = 2.0) -> dict[str, Any]:
+    b = Branching(name, seed, mult=top_mult)
     total, top, inst = b.workload.full_steps, b.lr, b.inst
     snap, restore = b.snap, b.restore
     params = list(b.model.parameters())
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", default="S0,W1,W2")
     parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--top", type=float, default=2.0, help="top rung / tuned peak LR")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--summary", action="store_true")
     args = parser.parse_args(argv)
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     for name in args.workloads.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            r = run(name, seed, args.out)
+            r = run(name, seed, args.out, args.top)
             cells = [
                 f"{x['lr']:.3g}: cool {x['cool']:.4g} avg {x['avg']:.4g} raw {x['raw']:.4g} "
                 f"-> {x['final_val']:.4g}"
