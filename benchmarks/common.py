@@ -126,15 +126,25 @@ def split_indices(n: int, fractions: tuple[float, float], seed: int) -> tuple[Te
     return order[n_val + n_test :], order[:n_val], order[n_val : n_val + n_test]
 
 
-def classification_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any) -> float:
-    """One cross-entropy training step; returns the minibatch loss."""
+def supervised_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: Any,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+) -> float:
+    """One training step on ``batch = (x, y)`` with ``loss_fn(model(x), y)``; the minibatch loss."""
     x, y = batch
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(model(x), y)
+    loss = loss_fn(model(x), y)
     loss.backward()
     optimizer.step()
     return float(loss.detach())
+
+
+def classification_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Any) -> float:
+    """One cross-entropy training step; returns the minibatch loss."""
+    return supervised_step(model, optimizer, batch, F.cross_entropy)
 
 
 def mean_cross_entropy(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 2048) -> float:

@@ -79,12 +79,9 @@ def plan(eta: float, shape: str, frac: float, n: int = T) -> np.ndarray:
 # ------------------------------------------------------------- spectral law
 
 
-def band_states(
-    lrs: np.ndarray, hs: np.ndarray, d0: np.ndarray | None = None, n0: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """``D`` and ``N`` of every band after each step: ``(n, K)`` each."""
-    d = np.ones(len(hs)) if d0 is None else d0.copy()
-    nz = np.zeros(len(hs)) if n0 is None else n0.copy()
+def band_states(lrs: np.ndarray, hs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``D`` and ``N`` of every band after each step from the start: ``(n, K)`` each."""
+    d, nz = np.ones(len(hs)), np.zeros(len(hs))
     ds, ns = np.empty((len(lrs), len(hs))), np.empty((len(lrs), len(hs)))
     for i, e in enumerate(lrs):
         a = (1 - e * hs) ** 2
@@ -107,10 +104,7 @@ def spectral_fit(series: list[tuple[np.ndarray, np.ndarray]], y: np.ndarray, hs:
 
 def spectral_forecast(coef: np.ndarray, hs: np.ndarray, history: np.ndarray, rest: np.ndarray):
     """The law's loss after ``history`` then ``rest``."""
-    d, n = band_states(history, hs) if len(history) else (np.ones((1, len(hs))), None)
-    d0 = d[-1]
-    n0 = n[-1] if n is not None else np.zeros(len(hs))
-    d, n = band_states(rest, hs, d0, n0)
+    d, n = band_states(np.concatenate([history, rest]), hs)
     k = len(hs)
     return coef[0] + d[-1] @ coef[1 : k + 1] + n[-1] @ coef[k + 1 :]
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.common import Instance, Workload, dataset_instance
+from benchmarks.common import Instance, Workload, dataset_instance, supervised_step
 
 BATCH_SIZE = 64
 HIDDEN = 128
@@ -44,13 +44,7 @@ def load_splits() -> dict[str, tuple[Tensor, Tensor]]:
 
 def regression_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: object) -> float:
     """One MSE training step; returns the minibatch loss."""
-    x, y = batch  # type: ignore[misc]
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    loss = F.mse_loss(model(x), y)
-    loss.backward()
-    optimizer.step()
-    return float(loss.detach())
+    return supervised_step(model, optimizer, batch, F.mse_loss)
 
 
 def mean_squared_error(model: nn.Module, x: Tensor, y: Tensor) -> float:
