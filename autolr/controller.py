@@ -539,8 +539,12 @@ class AutoLRS:
                     return
 
     # --------------------------------------------------------- transitions
-    def _begin_training(self) -> None:
-        """After the range test (if any): the warmup, or the first stage."""
+    def _begin_training(self, start: list[float] | None = None) -> None:
+        """After the range test (if any): the warmup, or the first stage.
+
+        ``start``: the range test's first losses, taken at the state the first
+        stage starts from when no warmup runs between (its start level and noise).
+        """
         if self.config.warmup_steps > 0:
             # The state training starts from: where a non-finite warmup step goes back to.
             self._snapshot = self._capture_live()
@@ -550,7 +554,7 @@ class AutoLRS:
             self._log_phase(Phase.WARMUP)
             self._apply_lr(self._warmup_lr(self.global_step))
         else:
-            self._begin_stage()
+            self._begin_stage(start=start)
 
     def _begin_range(self) -> None:
         """Start the LR range test from a snapshot of the state training starts from."""
@@ -608,7 +612,7 @@ class AutoLRS:
         self.strategy.set_range(low, high, ceiling=test.lrs[-1])
         self.lr = self._default_lr()
         self._range = None
-        self._begin_training()
+        self._begin_training(test.start_losses)
 
     def _on_warmup(self, value: float) -> None:
         if not math.isfinite(value):
@@ -658,7 +662,7 @@ class AutoLRS:
             self._warmup_from = self.global_step
             self._apply_lr(self._warmup_lr(self.global_step))
 
-    def _begin_stage(self, stalled: bool = False) -> None:
+    def _begin_stage(self, stalled: bool = False, start: list[float] | None = None) -> None:
         remaining = None
         if self.config.total_steps is not None:
             remaining = self._anneal_start - self.global_step
@@ -676,10 +680,12 @@ class AutoLRS:
         last = self.stage
         searched_before = last is not None and last.chosen_forecast is not None
         progress = self._progress()
-        # The losses before the snapshot set the stage's start level and noise; an
-        # annealed race judges from its snapshot alone (its probes' first losses), as
-        # the losses before it may be a warmup's fall, neither a level nor noise.
-        recent = [] if spec.cool else list(self._recent)
+        # The losses before the snapshot set the stage's start level and noise. An
+        # annealed race judges from its snapshot alone, as the losses before it may be
+        # a warmup's fall, neither a level nor noise: from the range test's first
+        # steps when they were taken at this state (``start``), else from its probes'
+        # first losses (one loss each: no noise level).
+        recent = (start or []) if spec.cool else list(self._recent)
         ref = statistics.median(recent) if recent else None
         # The objective at the snapshot (t = 0 of every probe), before the capture so
         # that whatever RNG the validation draws is the same for every probe.
@@ -712,6 +718,7 @@ class AutoLRS:
             recent=list(self._recent),
             lr_bounds=list(bounds) if bounds is not None else None,
             cool=spec.cool,
+            level=[ref, self.stage.noise] if ref is not None else None,
         )
         logger.info(
             "stage %d: tau=%d tau_probe=%d probes=%d",

@@ -97,6 +97,12 @@ class RangeTest:
             return self.lrs[-1] / 10
         return finite[i][0]
 
+    @property
+    def start_losses(self) -> list[float]:
+        """The finite losses of the ramp's first :data:`WARM` steps (the LR still ~0):
+        the loss level and noise of the state the ramp started from."""
+        return [v for v in self.losses[:WARM] if v is not None]
+
     def suggested_range(self, config: Any) -> tuple[float, float]:
         """The search range this ramp suggests, before any range given narrows it.
 

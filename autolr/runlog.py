@@ -36,6 +36,8 @@ Schema versions (:data:`SCHEMA_VERSION` is written, :data:`READ_VERSIONS` are re
   annealed strategy's log (range test, cooldown branches, the decided decay). A
   version-2 record that lacks a field is a flaw for both readers; an autolr that
   reads only version 1 refuses a version-2 log instead of misreading it.
+- **3**: version 2 and ``stage_start.level``, the start loss and noise a stage
+  judges against (an annealed race reads them from the range test's first steps).
 """
 
 from __future__ import annotations
@@ -79,8 +81,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
-READ_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+READ_VERSIONS = (1, 2, 3)
 """The schema versions the reader (:mod:`autolr.offline.reader`) accepts."""
 
 # Record types.
@@ -112,8 +114,14 @@ def is_recovery(record: dict[str, Any]) -> bool:
 
 
 def _added() -> Any:
-    """A field added within schema version 1: older logs may lack it."""
-    return field(metadata={"added": True})
+    """A field added within schema version 1: older logs may lack it (every version-2
+    log has it)."""
+    return field(metadata={"added": True, "since": 2})
+
+
+def _new_in(version: int) -> Any:
+    """A field new in schema ``version``: logs of earlier versions lack it."""
+    return field(metadata={"since": version})
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,10 @@ class StageStart:
             null: the whole ``[min_lr, max_lr]`` range (added within version 1).
         cool: steps of each probe's cooldown after its ``tau_probe`` steps, 0 for
             none (added within version 1).
+        level: ``[start loss, noise]`` the stage judges its probes and exploit
+            against, from the losses before its snapshot or, for an annealed race,
+            from the range test's first steps; null when unknown at the snapshot (the
+            race then reads its probes' first losses) (new in version 3).
     """
 
     TYPE: ClassVar[str] = STAGE_START
@@ -166,6 +178,7 @@ class StageStart:
     recent: list[float] = _added()
     lr_bounds: list[float] | None = _added()
     cool: int = _added()
+    level: list[float] | None = _new_in(3)
 
 
 @dataclass(frozen=True)
@@ -363,12 +376,18 @@ def fields_of(type_: str) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(SCHEMA[type_]))
 
 
+def fields_in(type_: str, version: int) -> tuple[str, ...]:
+    """The fields of a record type that logs of schema ``version`` have (version 1:
+    those its first writers wrote; fields added within it are in version 2)."""
+    return tuple(
+        f.name for f in dataclasses.fields(SCHEMA[type_]) if f.metadata.get("since", 0) <= version
+    )
+
+
 def required_fields(type_: str, version: int = 1) -> tuple[str, ...]:
     """The fields every record of a type has in a log of schema ``version``: in
-    version 1, those not added within it; from version 2 on, all of them."""
-    if version >= 2:
-        return fields_of(type_)
-    return tuple(f.name for f in dataclasses.fields(SCHEMA[type_]) if not f.metadata.get("added"))
+    version 1, those not added within it; from version 2 on, all the version had."""
+    return fields_in(type_, version)
 
 
 # --------------------------------------------------------------------------- writing

@@ -170,9 +170,10 @@ def exploit_guard(stage: StageState, guard_factor: float) -> str | None:
         stage.spec.cool
         and stage.climb_cap is None
         and len(stage.exploit_losses) >= 4 * stage.guard_window
-        and best >= ref - margin
+        and best >= ref
     ):
-        # The annealed race's no-progress rule: a dead network sits at its start level.
+        # The annealed race's no-progress rule: a dead network sits at its start level,
+        # not even its best window below it (no noise margin: in doubt, no rollback).
         return "no progress: the loss never left the stage start level"
     return None
 
@@ -181,8 +182,8 @@ def climb(stage: StageState) -> float | None:
     """While an exploit climbs off a plateau: the LR for the next steps, or None to stop.
 
     Called every ``climb_every`` exploit steps. The climb stops (None) once the
-    exploit made a clear gain (its windowed median below the stage start by
-    :data:`NO_GAIN` of it and by four times the per-step noise at the start), or
+    exploit made a gain (its windowed median below the stage start by :data:`NO_GAIN`
+    of it; no noise margin: in doubt, the climb stops), or
     when the LR would pass ``climb_cap``; else the LR doubles. A warmup that
     finds its own peak: on a plateau every LR looks alike for a probe's length,
     and the first LR large enough to leave it is held, before one large enough
@@ -194,7 +195,7 @@ def climb(stage: StageState) -> float | None:
     ref = stage.ref_loss
     best = stage.exploit_best
     if ref is not None and best is not None:
-        if ref - best > max(NO_GAIN * abs(ref), 4.0 * stage.step_noise()):
+        if ref - best > NO_GAIN * abs(ref):
             return None
     lr = 2.0 * stage.chosen_lr
     return lr if lr <= stage.climb_cap else None

@@ -16,6 +16,7 @@ from autolr.offline.harness import build_forecaster
 from autolr.offline.logs import load_run
 from autolr.offline.replay import ReplayResult, replay_run
 from autolr.offline.whatif import what_if
+from autolr.runlog import SCHEMA_VERSION
 from tests.conftest import Regression, make_model, train_step
 
 
@@ -356,11 +357,12 @@ def test_cli_replay_exit_codes_on_bad_and_tampered_logs(
     logs: dict[str, Path], tmp_path: Path, capsys
 ) -> None:
     records = lines_of(logs["cheap"])
-    records[2]["schema_version"] = 3
+    records[2]["schema_version"] = SCHEMA_VERSION + 1
     bad = write_lines(tmp_path / "bad.jsonl", records)
     assert main(["replay", str(bad)]) == 2
     captured = capsys.readouterr()
-    assert "autolr replay: error:" in captured.err and "schema_version=3" in captured.err
+    assert "autolr replay: error:" in captured.err
+    assert f"schema_version={SCHEMA_VERSION + 1}" in captured.err
     assert "Traceback" not in captured.err
     records = lines_of(logs["cheap"])
     dec = next(r for r in records if r["type"] == "decision")

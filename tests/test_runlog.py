@@ -19,6 +19,7 @@ from autolr.runlog import (
     RUN_START,
     SCHEMA,
     SCHEMA_VERSION,
+    STAGE_START,
     RunLog,
     fields_of,
     of_type,
@@ -44,6 +45,9 @@ def test_every_field_is_documented_once() -> None:
         for f in dataclasses.fields(cls):
             added = "(added within version 1)" in docs[f.name]
             assert bool(f.metadata.get("added")) == added, (type_, f.name)
+            new = re.search(r"\(new in version (\d+)\)", docs[f.name])
+            since = f.metadata.get("since", 0)
+            assert (int(new.group(1)) if new else since if added else 0) == since, f.name
 
 
 def test_write_checks_fields(tmp_path: Path) -> None:
@@ -104,9 +108,12 @@ def test_required_fields_are_a_subset() -> None:
     assert "recent" not in required_fields("stage_start")
 
 
-def test_version_2_is_written_and_versions_1_and_2_are_read(tmp_path: Path) -> None:
-    assert SCHEMA_VERSION == 2 and READ_VERSIONS == (1, 2)
+def test_version_3_is_written_and_versions_1_to_3_are_read(tmp_path: Path) -> None:
+    assert SCHEMA_VERSION == 3 and READ_VERSIONS == (1, 2, 3)
     assert required_fields(RUN_START, 2) == fields_of(RUN_START)
+    # stage_start.level is new in version 3: both readers take version-2 logs without it.
+    assert "level" not in required_fields(STAGE_START, 2)
+    assert required_fields(STAGE_START, 3) == fields_of(STAGE_START)
     old = {"type": RUN_START, "schema_version": 1, "step": 0, "time": 0.0, **START}
     path = tmp_path / "v1.jsonl"
     # A version-1 run_start without the fields added within version 1: the lenient
@@ -120,8 +127,8 @@ def test_version_2_is_written_and_versions_1_and_2_are_read(tmp_path: Path) -> N
             read_run_log(path, strict=strict)
     path.write_text(json.dumps({**old, **start_fields(), "schema_version": 2}) + "\n")
     assert read_run_log(path)[0]["prober"] is None
-    path.write_text(json.dumps({**old, **start_fields(), "schema_version": 3}) + "\n")
-    with pytest.raises(LogFormatError, match=r"schema_version=3 is not supported.* 1, 2 \("):
+    path.write_text(json.dumps({**old, **start_fields(), "schema_version": 4}) + "\n")
+    with pytest.raises(LogFormatError, match=r"schema_version=4 is not supported.* 1, 2, 3 \("):
         read_run_log(path, strict=False)
     path.write_text(json.dumps({**old, **start_fields(), "schema_version": True}) + "\n")
     with pytest.raises(LogFormatError, match="schema_version=True is not supported"):

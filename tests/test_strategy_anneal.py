@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import warnings
 
 import pytest
@@ -12,11 +13,12 @@ import torch
 from autolr import AutoLRS, LocalProber, Phase
 from autolr.config import SHORT_ANNEAL_FRACTION, AutoLRSConfig
 from autolr.errors import RangeWarning
+from autolr.offline.nqm import NoisyQuadratic
 from autolr.offline.replay import replay_run
 from autolr.plan import StageSpec
 from autolr.probing import ProbeRecord
 from autolr.rangetest import RangeTest
-from autolr.stage import StageState, climb
+from autolr.stage import StageState, climb, robust_sd
 from autolr.strategy import AnnealStrategy, cooldown_gain, decay_factor
 from tests.conftest import make_model, train_step
 
@@ -422,6 +424,32 @@ def test_an_annealed_log_from_before_the_decided_decay_replays_with_the_planned_
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     # This version would decide a short decay for it; the replay keeps the planned one.
     monkeypatch.setattr("autolr.config.SHORT_DECAY_GAIN", 1.0)
+    result = replay_run(path)
+    assert result.matches, [m.describe() for m in result.mismatches]
+
+
+def test_a_race_on_losses_as_noisy_as_their_level_judges_from_the_range_test(tmp_path):
+    # A noisy quadratic with batch 16 whose one-step loss has a noise as large as the
+    # loss itself. Judged from its probes' first losses (one each, no noise level), the
+    # race read that noise as blow-ups and as "no progress" and fell back to its floor.
+    h = torch.arange(1, 201, dtype=torch.float64) ** -2.0
+    model = NoisyQuadratic(dim=200, batch_size=16, curvature=h, noise=h**0.5, seed=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "noisy.jsonl"
+    tuner = AutoLRS(model, opt, total_steps=1500, loss_floor=None, log_path=path)
+    while not tuner.finished:
+        opt.zero_grad()
+        loss = model()
+        loss.backward()
+        opt.step()
+        tuner.step(loss.item())
+    # The start level and noise come from the range test's first steps, at the snapshot.
+    first = tuner.log.of_type("range_test")[0]["losses"][:8]
+    (start,) = tuner.log.of_type("stage_start")
+    assert start["level"] == pytest.approx([statistics.median(first), robust_sd(first)])
+    assert start["level"][1] > 0.5 * start["level"][0]  # as noisy as that
+    assert all(p["reason"] == "" for p in tuner.log.of_type("probe"))
+    assert tuner.log.of_type("decision")[0]["reason"] == "best_forecast"
     result = replay_run(path)
     assert result.matches, [m.describe() for m in result.mismatches]
 

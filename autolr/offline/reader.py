@@ -29,6 +29,7 @@ from autolr.runlog import (
     RUN_START,
     SCHEMA,
     SCHEMA_VERSION,
+    fields_in,
     fields_of,
     required_fields,
 )
@@ -227,7 +228,10 @@ class _Reader:
         step = rec.get("step")
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise LogFormatError(f"{where}: field 'step' must be an int >= 0, got {step!r}")
-        for name in fields_of(type_) if self.strict else required_fields(type_, version):
+        wanted = (
+            fields_in(type_, max(version, 2)) if self.strict else required_fields(type_, version)
+        )
+        for name in wanted:
             if name not in rec:
                 raise LogFormatError(f"{where}: {type_} record is missing the field {name!r}")
         if self.strict:

@@ -254,6 +254,14 @@ def replay_run(run: LoggedRun | str | Path, *, max_mismatches: int = 20) -> Repl
         stopped = prober.problems[0]
     replayed = tuner.log.records if tuner is not None else []
     mismatches, compared = _compare(run, replayed, max_mismatches)
+    stage0 = run.stages[0].start if run.stages else {}
+    if mismatches and stage0.get("cool") and "level" not in stage0:
+        warn_log(
+            f"{run.path}: an annealed run logged before its race read the start loss and "
+            "noise from the range test's first steps (it read its probes' first losses): "
+            "that may be why its race replays differently",
+            run.warnings,
+        )
     return ReplayResult(run, tuner, compared, mismatches, stopped, fed)
 
 
