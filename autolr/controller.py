@@ -1007,7 +1007,8 @@ class AutoLRS:
         stage.climb_every = max(stage.spec.tau_probe, hold // (doublings + 1))
         logger.warning(
             "stage %d: no candidate left the start level (a plateau): the exploit starts at "
-            "lr=%g and doubles it every %d steps, up to %g, until the loss clearly falls",
+            "lr=%g and doubles it every %d steps, up to %g, until the loss falls 2%% below "
+            "its start",
             self.stage_index,
             lr,
             stage.climb_every,

@@ -22,6 +22,7 @@ from typing import Any
 
 LOW, HIGH = 1e-6, 10.0
 WARM = 8  # first steps (the LR still tiny): they give the start level and the noise
+STILL = 1e-4  # an LR that leaves the state as it was over WARM steps (start_losses)
 BLOWUP = 1.5
 GIVEBACK = 0.75
 EMA = 0.2  # weight of each new loss in the smoothed loss the stop rules watch
@@ -99,9 +100,13 @@ class RangeTest:
 
     @property
     def start_losses(self) -> list[float]:
-        """The finite losses of the ramp's first :data:`WARM` steps (the LR still ~0):
-        the loss level and noise of the state the ramp started from."""
-        return [v for v in self.losses[:WARM] if v is not None]
+        """The finite losses of the ramp's first :data:`WARM` steps taken at an LR still
+        at most :data:`STILL`: the loss level and noise of the state the ramp started
+        from (empty when fewer than 3, as on a ramp of a few steps)."""
+        out = [
+            v for lr, v in zip(self.lrs[:WARM], self.losses[:WARM]) if v is not None and lr <= STILL
+        ]
+        return out if len(out) >= 3 else []
 
     def suggested_range(self, config: Any) -> tuple[float, float]:
         """The search range this ramp suggests, before any range given narrows it.

@@ -25,8 +25,11 @@ class StageState:
         spec: the stage's lengths.
         start_step: global step of the stage snapshot.
         progress: fraction of the budget done at the snapshot.
-        ref_loss: median of the losses before the snapshot (the stage's start loss).
-        noise: robust sd of those losses.
+        ref_loss: median of the losses before the snapshot (the stage's start loss);
+            for an annealed race right after the range test, of the ramp's first
+            losses (taken at the snapshot's state); else, for a race, the first
+            probe's first loss, set when it finishes.
+        noise: robust sd of those losses (0 for a race judged from its first probe).
         recent_max: the highest of them (the blow-up rule's reference).
         val0: the validation objective at the snapshot, with a validation objective.
         probes: the stage's finished probes.
@@ -96,7 +99,7 @@ class StageState:
         return statistics.median(finite) if finite else None
 
     def step_noise(self) -> float:
-        """Per-step loss noise (robust sd): from the losses before the snapshot, else the fits."""
+        """Per-step loss noise (robust sd): the stage's ``noise``, else from the fits."""
         rmse = [
             math.sqrt(p.fit["sse"] / max(p.fit["n_used"], 1.0))
             for p in self.probes

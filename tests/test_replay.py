@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -434,3 +435,23 @@ def test_what_if_refuses_an_annealed_run_and_says_why(tmp_path: Path, capsys) ->
         what_if(path, "power_law")
     assert main(["replay", str(path), "--forecaster", "power_law"]) == 2
     assert "applies to runs of strategy='forecast'" in capsys.readouterr().err
+
+
+def test_an_older_annealed_log_that_replays_differently_says_the_start_level_may_be_why(
+    tmp_path: Path,
+) -> None:
+    # Logged before the race read its start loss and noise from the range test: exact
+    # as long as its decisions do not depend on that, and no note then.
+    fixture = Path(__file__).parent / "fixtures" / "runlogs" / "digits_anneal.jsonl"
+    records = lines_of(fixture)
+    assert "level" not in next(r for r in records if r["type"] == "stage_start")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LogWarning)
+        assert replay_run(fixture).matches and not load_run(fixture).warnings
+        dec = next(r for r in records if r["type"] == "decision")
+        dec["lr"] *= 1.5
+        result = replay_run(write_lines(tmp_path / "older.jsonl", records))
+    assert not result.matches
+    assert any(
+        "read the start loss and noise from the range test" in w for w in result.run.warnings
+    )

@@ -17,7 +17,7 @@ from autolr.offline.nqm import NoisyQuadratic
 from autolr.offline.replay import replay_run
 from autolr.plan import StageSpec
 from autolr.probing import ProbeRecord
-from autolr.rangetest import RangeTest
+from autolr.rangetest import STILL, RangeTest
 from autolr.stage import StageState, climb, robust_sd
 from autolr.strategy import AnnealStrategy, cooldown_gain, decay_factor
 from tests.conftest import make_model, train_step
@@ -96,6 +96,24 @@ def test_range_test_without_a_clear_drop_takes_a_tenth_of_the_stop_lr():
         if test.add(test.lr(i), 2.30 + 0.01 * (i % 2)) is not None:
             break
     assert test.best_lr == pytest.approx(test.lrs[-1] / 10)
+
+
+def test_the_range_test_s_start_losses_are_its_first_at_an_lr_still_near_zero():
+    # The race's start level and noise: the ramp's first 8 finite losses...
+    test = RangeTest(steps=200)
+    for i, v in enumerate([1.0, 1.1, math.nan, 0.9, 1.0, 1.2, 0.8, 1.0, 5.0]):
+        test.add(test.lr(i), v)
+    assert test.start_losses == [1.0, 1.1, 0.9, 1.0, 1.2, 0.8, 1.0]
+    # ...but on a ramp of a few steps its 8th LR is far from 0: only those still below
+    # STILL count, and fewer than 3 give none (the race then reads its first probe).
+    short = RangeTest(steps=8)
+    for i in range(8):
+        short.add(short.lr(i), 1.0 + i)
+    still = [1.0 + i for i in range(8) if short.lrs[i] <= STILL]
+    assert len(still) < 8 and short.start_losses == (still if len(still) >= 3 else [])
+    tiny = RangeTest(steps=100)
+    tiny.add(tiny.lr(0), 1.0)
+    assert tiny.start_losses == []
 
 
 @pytest.mark.parametrize("shape", ["linear", "1-sqrt", "cosine"])

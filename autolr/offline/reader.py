@@ -315,7 +315,8 @@ def read_records(path: str | Path, *, strict: bool = True) -> LogRecords:
     Args:
         path: the run log.
         strict: True: any flaw raises, and every record must have exactly its
-            type's fields (a log this autolr wrote, complete). False: read what a
+            type's fields of its schema version (a log an autolr wrote, complete;
+            a version-2 record needs no field new in version 3). False: read what a
             killed run or an older autolr left, skipping with a
             :class:`~autolr.errors.LogWarning` a truncated last line and records
             of an unknown type, reading a non-finite number in a loss series as

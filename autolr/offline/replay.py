@@ -255,7 +255,8 @@ def replay_run(run: LoggedRun | str | Path, *, max_mismatches: int = 20) -> Repl
     replayed = tuner.log.records if tuner is not None else []
     mismatches, compared = _compare(run, replayed, max_mismatches)
     stage0 = run.stages[0].start if run.stages else {}
-    if mismatches and stage0.get("cool") and "level" not in stage0:
+    older = stage0.get("cool") and "level" not in stage0 and not run.config.get("warmup_steps")
+    if mismatches and older:
         warn_log(
             f"{run.path}: an annealed run logged before its race read the start loss and "
             "noise from the range test's first steps (it read its probes' first losses): "
