@@ -34,7 +34,13 @@ def test_fixtures_cover_the_log_features() -> None:
     (start,) = anneal.of_type("stage_start")
     assert start["cool"] > 0 and len(anneal.of_type("probe")) == start["probes"]
     assert anneal.of_type("decision")[0]["decay_steps"] > 0
-    old = [p for name, p in runs.items() if name != "digits_anneal"]
+    # Schema version 3: the race's start level and noise from the range test's first steps.
+    noisy = runs["noisy_anneal"]
+    assert {r["schema_version"] for r in noisy.records} == {3}
+    (start,) = noisy.of_type("stage_start")
+    level, noise = start["level"]
+    assert start["cool"] > 0 and noise > 0.5 * level  # a loss as noisy as its level
+    old = [p for name, p in runs.items() if name not in ("digits_anneal", "noisy_anneal")]
     assert all(r["schema_version"] == 1 for run in old for r in run.records)
 
 
