@@ -13,7 +13,7 @@ import torch
 from autolr import AutoLRS, LocalProber, Phase
 from autolr.config import SHORT_ANNEAL_FRACTION, AutoLRSConfig
 from autolr.errors import RangeWarning
-from autolr.offline.nqm import NoisyQuadratic
+from autolr.offline.logs import load_run
 from autolr.offline.replay import replay_run
 from autolr.plan import StageSpec
 from autolr.probing import ProbeRecord
@@ -448,26 +448,21 @@ def test_an_annealed_log_from_before_the_decided_decay_replays_with_the_planned_
 
 def test_a_race_on_losses_as_noisy_as_their_level_judges_from_the_range_test(tmp_path):
     # A noisy quadratic with batch 16 whose one-step loss has a noise as large as the
-    # loss itself. Judged from its probes' first losses (one each, no noise level), the
-    # race read that noise as blow-ups and as "no progress" and fell back to its floor.
-    h = torch.arange(1, 201, dtype=torch.float64) ** -2.0
-    model = NoisyQuadratic(dim=200, batch_size=16, curvature=h, noise=h**0.5, seed=1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    # loss itself (the noisy_anneal fixture's run). Judged from its probes' first losses
+    # (one each, no noise level), the race read that noise as blow-ups and as "no
+    # progress" and fell back to its floor.
+    from tests.fixtures.runlogs.make_fixtures import noisy_anneal
+
     path = tmp_path / "noisy.jsonl"
-    tuner = AutoLRS(model, opt, total_steps=1500, loss_floor=None, log_path=path)
-    while not tuner.finished:
-        opt.zero_grad()
-        loss = model()
-        loss.backward()
-        opt.step()
-        tuner.step(loss.item())
+    noisy_anneal(path)
+    run = load_run(path)
     # The start level and noise come from the range test's first steps, at the snapshot.
-    first = tuner.log.of_type("range_test")[0]["losses"][:8]
-    (start,) = tuner.log.of_type("stage_start")
+    first = run.of_type("range_test")[0]["losses"][:8]
+    (start,) = run.of_type("stage_start")
     assert start["level"] == pytest.approx([statistics.median(first), robust_sd(first)])
     assert start["level"][1] > 0.5 * start["level"][0]  # as noisy as that
-    assert all(p["reason"] == "" for p in tuner.log.of_type("probe"))
-    assert tuner.log.of_type("decision")[0]["reason"] == "best_forecast"
+    assert all(p["reason"] == "" for p in run.of_type("probe"))
+    assert run.of_type("decision")[0]["reason"] == "best_forecast"
     result = replay_run(path)
     assert result.matches, [m.describe() for m in result.mismatches]
 
