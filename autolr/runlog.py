@@ -376,18 +376,13 @@ def fields_of(type_: str) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(SCHEMA[type_]))
 
 
-def fields_in(type_: str, version: int) -> tuple[str, ...]:
-    """The fields of a record type that logs of schema ``version`` have (version 1:
-    those its first writers wrote; fields added within it are in version 2)."""
+def required_fields(type_: str, version: int = 1) -> tuple[str, ...]:
+    """The fields every record of a type has in a log of schema ``version``: in
+    version 1, those not added within it; from version 2 on, all the version had
+    (each field's ``since``: fields added within version 1 are in version 2)."""
     return tuple(
         f.name for f in dataclasses.fields(SCHEMA[type_]) if f.metadata.get("since", 0) <= version
     )
-
-
-def required_fields(type_: str, version: int = 1) -> tuple[str, ...]:
-    """The fields every record of a type has in a log of schema ``version``: in
-    version 1, those not added within it; from version 2 on, all the version had."""
-    return fields_in(type_, version)
 
 
 # --------------------------------------------------------------------------- writing

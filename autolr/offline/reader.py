@@ -29,7 +29,6 @@ from autolr.runlog import (
     RUN_START,
     SCHEMA,
     SCHEMA_VERSION,
-    fields_in,
     fields_of,
     required_fields,
 )
@@ -228,10 +227,9 @@ class _Reader:
         step = rec.get("step")
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise LogFormatError(f"{where}: field 'step' must be an int >= 0, got {step!r}")
-        wanted = (
-            fields_in(type_, max(version, 2)) if self.strict else required_fields(type_, version)
-        )
-        for name in wanted:
+        # Strict: every field the newest writer of the version wrote (a version-1 log
+        # written after the fields added within version 1 has them all).
+        for name in required_fields(type_, max(version, 2) if self.strict else version):
             if name not in rec:
                 raise LogFormatError(f"{where}: {type_} record is missing the field {name!r}")
         if self.strict:
