@@ -10,7 +10,10 @@ to the plateau level: the last rule is the one that sees it.
 
 ``best_lr`` is the ramp's LR at the lowest smoothed loss (a centred moving
 average). When the loss never fell clearly below its start, it is a tenth of
-the LR where the ramp stopped.
+the LR where the ramp stopped; so it is when the ramp blew up more than
+:data:`FAR` times above its lowest loss: a loss that truly fell there would have
+gone on falling over the decades between, so that lowest point is a dip of noise
+on a flat floor (a loss as noisy as its level, on a short ramp).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ BLOWUP = 1.5
 GIVEBACK = 0.75
 EMA = 0.2  # weight of each new loss in the smoothed loss the stop rules watch
 BELOW, ABOVE = 10.0, 3.0  # the forecast strategy searches [best_lr / BELOW, best_lr * ABOVE]
+FAR = 100.0  # a lowest loss this far below a blow-up is noise (best_lr)
 TOP = 1.0  # the annealed race's ladder starts at best_lr * TOP
 
 
@@ -81,8 +85,18 @@ class RangeTest:
         return None
 
     @property
+    def blew_up(self) -> bool:
+        """The ramp stopped at a non-finite loss or a blow-up (read from its data)."""
+        if self.losses and self.losses[-1] is None:
+            return True
+        if self.ema is None or self.start is None:
+            return False
+        return self.ema > max(BLOWUP * self.start, self.start + 3 * self.noise)
+
+    @property
     def best_lr(self) -> float:
-        """The LR at the lowest smoothed loss (a tenth of the stop LR without a clear drop)."""
+        """The LR at the lowest smoothed loss; a tenth of the stop LR without a clear
+        drop, or when the ramp blew up more than :data:`FAR` times above that LR."""
         finite = [(lr, v) for lr, v in zip(self.lrs, self.losses) if v is not None]
         if len(finite) <= WARM:
             return self.lrs[0] if self.lrs else LOW
@@ -94,7 +108,8 @@ class RangeTest:
         i = min(range(WARM, len(smooth)), key=lambda j: smooth[j])
         start = statistics.fmean(values[:WARM])
         noise = statistics.pstdev(values[:WARM])
-        if smooth[i] >= start - noise:
+        far = self.blew_up and self.lrs[-1] > FAR * finite[i][0]
+        if smooth[i] >= start - noise or far:
             return self.lrs[-1] / 10
         return finite[i][0]
 

@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 
-from autolr import AutoLRS, LocalProber, Phase
+from autolr import AutoLRS, LocalProber, Phase, rangetest
 from autolr.config import SHORT_ANNEAL_FRACTION, AutoLRSConfig
 from autolr.errors import RangeWarning
 from autolr.offline.logs import load_run
@@ -96,6 +96,43 @@ def test_range_test_without_a_clear_drop_takes_a_tenth_of_the_stop_lr():
         if test.add(test.lr(i), 2.30 + 0.01 * (i % 2)) is not None:
             break
     assert test.best_lr == pytest.approx(test.lrs[-1] / 10)
+
+
+def _floor_ramp(blow_up: bool) -> RangeTest:
+    """A 60-step ramp over a flat floor as noisy as its level (S1-like: the loss
+    falls nowhere it can read), with a dip of noise at index 20-22, two decades and
+    more below where it ends: in a blow-up or at the ramp's end."""
+    gen = torch.Generator().manual_seed(3)
+    values = (1.0 + 0.3 * torch.randn(60, generator=gen)).abs().tolist()
+    values[19:24] = [0.3, 0.2, 0.1, 0.2, 0.3]
+    if blow_up:
+        values[55:] = [3.0, 6.0, 12.0, 24.0, 48.0]
+    test = RangeTest(steps=60)
+    for i, v in enumerate(values):
+        if test.add(test.lr(i), v) is not None:
+            break
+    return test
+
+
+def test_range_test_reads_a_dip_far_below_its_blow_up_as_noise(monkeypatch):
+    test = _floor_ramp(blow_up=True)
+    assert test.blew_up and test.lrs[-1] > 1.0
+    dip = test.lrs[21]
+    assert test.lrs[-1] > rangetest.FAR * dip
+    # The loss at the dip never fell again over the two decades below the blow-up:
+    # a tenth of the blow-up LR, as without a clear drop...
+    assert test.best_lr == pytest.approx(test.lrs[-1] / 10)
+    # ...where the lowest loss alone reads the dip.
+    monkeypatch.setattr(rangetest, "FAR", math.inf)
+    assert test.best_lr == pytest.approx(dip)
+
+
+def test_range_test_keeps_a_dip_when_the_ramp_ends_without_a_blow_up():
+    # A ramp that ran out (a plateau network drifts back instead of blowing up)
+    # says nothing of where the loss would blow up: its dip stands.
+    test = _floor_ramp(blow_up=False)
+    assert not test.blew_up and len(test.lrs) == 60
+    assert test.best_lr == pytest.approx(test.lrs[21])
 
 
 def test_the_range_test_s_start_losses_are_its_first_at_an_lr_still_near_zero():
