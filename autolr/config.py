@@ -36,6 +36,10 @@ RACE_PROBE_FRACTION = 0.02
 # SHORT_ANNEAL_FRACTION of the budget instead of ANNEAL_FRACTION.
 SHORT_DECAY_GAIN = 0.2
 SHORT_ANNEAL_FRACTION = 0.25
+# The race ends before its last rungs when, from its RACE_MIN_PROBES-th candidate on,
+# the latest scores RACE_CLEAR standard errors worse than the best so far, at a larger LR.
+RACE_MIN_PROBES = 3
+RACE_CLEAR = 2.0
 
 OBJECTIVES = ("train_loss", "val_loss")
 STRATEGIES = ("forecast", "anneal")

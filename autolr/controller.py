@@ -11,6 +11,7 @@ Phases and transitions (one method each)::
        |                     PROBE --_finish_probe + _search--> PROBE (next candidate,
        |                                                              snapshot restored)
        |                     PROBE --_finish_probe + _search--> _decide --> EXPLOIT
+       |                                   (every probe done, or strategy.searched_enough)
        |  (with a prober, _search runs every probe inside _begin_stage, then _decide)
        |  (a stage with no search: _begin_stage --> EXPLOIT at the current LR)
        \--(no stage fits)--> _enter_tail
@@ -744,6 +745,14 @@ class AutoLRS:
         stage = self.stage
         assert stage is not None
         while len(stage.probes) < stage.spec.probes:
+            if self.strategy.searched_enough(stage):
+                logger.info(
+                    "stage %d: the search ends after %d of %d candidates",
+                    self.stage_index,
+                    len(stage.probes),
+                    stage.spec.probes,
+                )
+                break
             if self.prober is None:
                 self._start_probe(self.strategy.propose(1)[0])
                 return

@@ -27,7 +27,7 @@ from autolr.forecast import Forecaster, make_forecaster
 from autolr.plan import StageSpec
 from autolr.probing import ProbeRecord
 from autolr.proposer import GPProposer, Proposer
-from autolr.stage import kept_no_gain
+from autolr.stage import kept_no_gain, robust_sd
 
 
 class StageView(Protocol):
@@ -79,6 +79,11 @@ class Strategy(Protocol):
     def score(self, probe: ProbeRecord, stage: StageView) -> None:
         """Score a finished probe in place (``forecast``: its score, lower is better;
         ``fit``; ``diverged`` if unscorable)."""
+        ...
+
+    def searched_enough(self, stage: StageView) -> bool:
+        """The stage's search may end now, before its planned probes (asked after each
+        finished probe, or batch of probes; the exploit takes the steps left)."""
         ...
 
     def rank(self, stage: StageView) -> list[ProbeRecord]:
@@ -206,6 +211,10 @@ class ForecastStrategy:
 
     def propose(self, q: int) -> list[float]:
         return self.proposer.propose(q)
+
+    def searched_enough(self, stage: StageView) -> bool:
+        """Never: every planned probe runs."""
+        return False
 
     def score(self, probe: ProbeRecord, stage: StageView) -> None:
         if not probe.diverged:
@@ -352,6 +361,33 @@ class AnnealStrategy(ForecastStrategy):
             return
         probe.forecast = value
 
+    def searched_enough(self, stage: StageView) -> bool:
+        """The race ends before its last rungs when, from its ``RACE_MIN_PROBES``-th
+        candidate on, the latest (the smallest LR yet) scores ``RACE_CLEAR`` standard
+        errors (:func:`score_error`) worse than the best so far, which holds a larger
+        LR, or made no progress: further down the ladder the score only rises. (Never
+        after two: one noisy rung in between can be worse than both its neighbours.)
+        With the training-loss objective only; a validation score has no error to read.
+        """
+        probes = stage.probes
+        if self.cfg.objective != "train_loss" or not (
+            settings.RACE_MIN_PROBES <= len(probes) < stage.spec.probes
+        ):
+            return False
+        last = probes[-1]
+        scored = [p for p in probes[:-1] if p.forecast is not None]
+        if not scored:
+            return False
+        best = min(scored, key=lambda p: p.forecast if p.forecast is not None else math.inf)
+        if best.lr <= last.lr or best.forecast is None:
+            return False
+        if last.forecast is None:
+            return True
+        err_best, err_last = score_error(best, stage.spec), score_error(last, stage.spec)
+        if err_best is None or err_last is None:
+            return False
+        return last.forecast - best.forecast > settings.RACE_CLEAR * math.hypot(err_best, err_last)
+
     def decay_fraction(self, stage: StageView, winner: ProbeRecord | None) -> float | None:
         """A short decay (``SHORT_ANNEAL_FRACTION``) when the winner's cooldown took
         less than ``SHORT_DECAY_GAIN`` of its training loss off (:func:`cooldown_gain`):
@@ -407,6 +443,18 @@ class AnnealStrategy(ForecastStrategy):
 def score_window(spec: StageSpec) -> int:
     """How many of a race probe's last values its score reads (a third of its cooldown, >= 3)."""
     return max(3, spec.cool // 3)
+
+
+def score_error(probe: ProbeRecord, spec: StageSpec) -> float | None:
+    """The standard error of a race probe's training-loss score (the median of its
+    last :func:`score_window` losses), from their step-to-step spread: the robust sd
+    of successive differences over the root of 2, times 1.25 (a median's
+    efficiency) over the root of their count. None with fewer than 4 finite losses."""
+    tail = [v for v in probe.train_losses[-score_window(spec) :] if v is not None]
+    if len(tail) < 4:
+        return None
+    steps = [b - a for a, b in zip(tail, tail[1:])]
+    return robust_sd(steps) / math.sqrt(2.0) * 1.25 / math.sqrt(len(tail))
 
 
 def cooldown_gain(probe: ProbeRecord, spec: StageSpec) -> float | None:

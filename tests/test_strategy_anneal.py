@@ -6,12 +6,13 @@ import json
 import math
 import statistics
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
 from autolr import AutoLRS, LocalProber, Phase, rangetest
-from autolr.config import SHORT_ANNEAL_FRACTION, AutoLRSConfig
+from autolr.config import RACE_MIN_PROBES, SHORT_ANNEAL_FRACTION, AutoLRSConfig
 from autolr.errors import RangeWarning
 from autolr.offline.logs import load_run
 from autolr.offline.replay import replay_run
@@ -19,7 +20,7 @@ from autolr.plan import StageSpec
 from autolr.probing import ProbeRecord
 from autolr.rangetest import STILL, RangeTest
 from autolr.stage import StageState, climb, robust_sd
-from autolr.strategy import AnnealStrategy, cooldown_gain, decay_factor
+from autolr.strategy import AnnealStrategy, cooldown_gain, decay_factor, score_error
 from tests.conftest import make_model, train_step
 
 
@@ -211,7 +212,8 @@ def test_a_prober_runs_the_race_s_cooldowns_as_the_inline_probes_do(task):
     (inline, inline_model), (backend, backend_model) = run(False), run(True)
     spec = backend.stage.spec
     a, b = inline.log.of_type("probe"), backend.log.of_type("probe")
-    assert spec.cool > 0 and len(b) == spec.probes
+    # Both end the race at the same candidate (here the third: it scored clearly worse).
+    assert spec.cool > 0 and len(b) == len(a) and RACE_MIN_PROBES <= len(b) <= spec.probes
     finished = [p for p in b if not p["diverged"]]
     assert finished and all(len(p["train_losses"]) == spec.tau_probe + spec.cool for p in finished)
     for pa, pb in zip(a, b, strict=True):
@@ -437,6 +439,84 @@ def test_the_race_decides_a_short_decay_when_cooling_gains_little():
     assert fixed.decay_fraction(stage, _race_probe(2.0, 1.9, spec)) is None
     # Too few losses to read a gain: nothing decided.
     assert cooldown_gain(ProbeRecord(lr=0.1, train_losses=[2.0] * 25), spec) is None
+
+
+def _scored(lr: float, level: float, spec: StageSpec) -> ProbeRecord:
+    """A race probe scored ``level`` (its losses scattered around it, sd 0.1)."""
+    gen = torch.Generator().manual_seed(0)
+    tail = (level + 0.1 * torch.randn(spec.probe_steps, generator=gen)).tolist()
+    return ProbeRecord(lr=lr, train_losses=tail, losses=list(tail), forecast=level)
+
+
+def test_the_race_ends_early_when_a_smaller_lr_scores_clearly_worse():
+    spec = StageSpec(0, 900, 30, 4, 600, True, 30)
+    stage = StageState(spec=spec, start_step=0, progress=0.0)
+    strategy = AnnealStrategy(AutoLRSConfig(total_steps=1000))
+    # The score's standard error, from the window's step-to-step spread.
+    window = _scored(0.1, 1.0, spec).train_losses[-10:]  # a third of the cooldown
+    steps = [b - a for a, b in zip(window, window[1:])]
+    error = score_error(_scored(0.1, 1.0, spec), spec)
+    assert error == pytest.approx(robust_sd(steps) / 2**0.5 * 1.25 / 10**0.5) and error > 0
+    stage.probes = [_scored(0.4, 1.2, spec), _scored(0.2, 1.0, spec)]
+    assert not strategy.searched_enough(stage)  # never after two
+    stage.probes.append(_scored(0.1, 1.0 + 3 * 2**0.5 * error, spec))
+    assert strategy.searched_enough(stage)  # 3 errors worse than the best, at a larger LR
+    stage.probes[-1] = _scored(0.1, 1.0 + 1 * 2**0.5 * error, spec)
+    assert not strategy.searched_enough(stage)  # within its noise: the floor runs
+    stage.probes[-1] = _scored(0.1, 0.9, spec)
+    assert not strategy.searched_enough(stage)  # the latest is the best: go on down
+    stage.probes[-1] = ProbeRecord(lr=0.1, diverged=True, reason="no progress")
+    assert strategy.searched_enough(stage)  # no progress below a scored LR
+    # Every planned candidate run, or a validation score (no error to read): no.
+    stage.probes.append(_scored(0.05, 2.0, spec))
+    assert not strategy.searched_enough(stage)
+    stage.probes.pop()
+    val = AnnealStrategy(AutoLRSConfig(total_steps=1000, objective="val_loss"))
+    assert not val.searched_enough(stage)
+
+
+def test_a_race_that_ends_early_holds_its_winner_longer_and_replays(task, tmp_path):
+    path = tmp_path / "early.jsonl"
+    # One fixed batch: a clear race, whose third rung scores far worse than the second.
+    batch = task.batch_at(0)
+    torch.manual_seed(0)
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tuner = AutoLRS(model, opt, total_steps=1000, strategy="anneal", log_path=path)
+    while not tuner.finished:
+        tuner.step(train_step(model, opt, batch))
+    spec = tuner.stage.spec
+    probes = tuner.log.of_type("probe")
+    (decision,) = tuner.log.of_type("decision")
+    assert RACE_MIN_PROBES <= len(probes) < spec.probes
+    assert len(decision["candidates"]) == len(probes)
+    # The skipped candidates' steps are held at the winner: the budget is spent.
+    assert tuner.finished and tuner.global_step == 1000
+    ran = sum(len(p["train_losses"]) for p in probes)
+    (ramp,) = tuner.log.of_type("range_test")
+    assert tuner.search_steps == len(ramp["losses"]) + ran
+    result = replay_run(path)
+    assert result.matches, [m.describe() for m in result.mismatches]
+    assert load_run(path).stages[0].searched
+
+
+def test_an_older_log_whose_race_would_now_end_early_says_so(tmp_path):
+    # Logged by an autolr that ran every rung: its third probe made clearly worse than
+    # the second, the race now ends there, and the replay says why it differs.
+    fixture = Path(__file__).parent / "fixtures" / "runlogs" / "noisy_anneal.jsonl"
+    records = [json.loads(line) for line in fixture.read_text().splitlines()]
+    third = next(r for r in records if r["type"] == "probe" and r["index"] == 2)
+    cool = third["train_losses"][-30:]  # its cooldown (30 steps), 1.0 higher
+    third["train_losses"] = third["losses"] = third["train_losses"][:-30] + [v + 1 for v in cool]
+    edited = tmp_path / "older.jsonl"
+    edited.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = replay_run(edited)
+    assert not result.matches
+    assert any("fewer candidates than logged (3 of 4)" in w for w in result.run.warnings)
+    # The fixture as logged replays exactly, with no such note.
+    assert replay_run(fixture).matches and not load_run(fixture).warnings
 
 
 def _short_decay_run(task, monkeypatch, path, stop=None):

@@ -84,8 +84,9 @@ class LoggedStage:
 
     @property
     def searched(self) -> bool:
-        """Every planned probe is in the log."""
-        return self.n_probes > 0 and len(self.probes) == self.n_probes
+        """The search is in the log: every planned probe, or a decision after fewer
+        (a race that ended early)."""
+        return self.n_probes > 0 and (len(self.probes) == self.n_probes or bool(self.decisions))
 
     def exploit_losses(self) -> list[float | None]:
         """Every exploit step's loss, rolled-back exploits included, in order."""

@@ -263,6 +263,18 @@ def replay_run(run: LoggedRun | str | Path, *, max_mismatches: int = 20) -> Repl
             "that may be why its race replays differently",
             run.warnings,
         )
+    logged = {st.index: len(st.probes) for st in run.stages if st.start.get("cool")}
+    for rec in replayed:
+        stage, mine = int(rec.get("stage") or 0), len(rec.get("candidates") or [])
+        if mismatches and rec["type"] == DECISION and 0 < mine < logged.get(stage, 0):
+            warn_log(
+                f"{run.path}: its race replays ending after fewer candidates than logged "
+                f"({mine} of {logged[stage]}): a race now ends once a candidate scores "
+                "clearly worse than a larger LR's, and an older autolr ran every rung; "
+                "that may be why it replays differently",
+                run.warnings,
+            )
+            break
     return ReplayResult(run, tuner, compared, mismatches, stopped, fed)
 
 
