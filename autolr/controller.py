@@ -12,7 +12,7 @@ Phases and transitions (one method each)::
        |                                                              snapshot restored)
        |                     PROBE --_finish_probe + _search--> _decide --> EXPLOIT
        |                                   (every probe done, or strategy.searched_enough)
-       |  (with a prober, _search runs every probe inside _begin_stage, then _decide)
+       |  (with a prober, _search runs the probes, in batches, inside _begin_stage, then _decide)
        |  (a stage with no search: _begin_stage --> EXPLOIT at the current LR)
        \--(no stage fits)--> _enter_tail
     EXPLOIT --_rollback (guard fired)--> _decide --> EXPLOIT at the next-best candidate
@@ -575,7 +575,7 @@ class AutoLRS:
             return
         low, high = test.search_range(self.config)
         logger.info(
-            "range test: %d steps (%s); lr at the lowest loss %.3g; search range [%.3g, %.3g]",
+            "range test: %d steps (%s); best lr %.3g; search range [%.3g, %.3g]",
             len(test.losses),
             reason,
             test.best_lr,
@@ -600,7 +600,7 @@ class AutoLRS:
                 else ("below", f"pass a smaller min_lr (e.g. min_lr={test.best_lr / 10:g})")
             )
             warnings.warn(
-                f"the LR range test found its lowest loss at lr={test.best_lr:.4g}, "
+                f"the LR range test found its best lr={test.best_lr:.4g}, "
                 f"{side} the search range given (min_lr={self.config.min_lr}, "
                 f"max_lr={self.config.max_lr}): the range given is kept, but {fix}",
                 RangeWarning,
@@ -740,7 +740,9 @@ class AutoLRS:
         Inline, each probe takes the caller's next ``tau_probe`` steps, so this
         starts one probe and returns. With a ``prober``, batches of
         ``parallel_probes`` run inside this call. Either way every probe ends in
-        :meth:`_finish_probe`, and the stage is decided once all are done.
+        :meth:`_finish_probe`, and the stage is decided once all are done, or
+        earlier when the strategy has searched enough (asked between probes, or
+        between batches: a batch runs whole).
         """
         stage = self.stage
         assert stage is not None

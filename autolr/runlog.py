@@ -318,7 +318,8 @@ class RangeTestRecord:
         lrs: LR of each ramp step, linear scale.
         losses: each ramp step's training loss (null where non-finite).
         reason: why the ramp stopped.
-        best_lr: the LR at the lowest smoothed loss.
+        best_lr: the LR the ramp read as best (its lowest smoothed loss; a tenth
+            of where it stopped without a clear drop, :attr:`autolr.rangetest.RangeTest.best_lr`).
         lr_range: ``[low, high]``: the search range it set.
     """
 

@@ -83,7 +83,8 @@ class Strategy(Protocol):
 
     def searched_enough(self, stage: StageView) -> bool:
         """The stage's search may end now, before its planned probes (asked after each
-        finished probe, or batch of probes; the exploit takes the steps left)."""
+        finished probe, or batch of probes; the exploit takes the steps left). Return
+        False to run every planned probe."""
         ...
 
     def rank(self, stage: StageView) -> list[ProbeRecord]:
@@ -367,7 +368,10 @@ class AnnealStrategy(ForecastStrategy):
         errors (:func:`score_error`) worse than the best so far, which holds a larger
         LR, or made no progress: further down the ladder the score only rises. (Never
         after two: one noisy rung in between can be worse than both its neighbours.)
+        A candidate out for another reason (a blow-up, a failed probe) ends nothing.
         With the training-loss objective only; a validation score has no error to read.
+        With a ``prober`` it is asked between batches of ``parallel_probes``: with 2
+        or more in a batch, every rung of a 4-rung race runs.
         """
         probes = stage.probes
         if self.cfg.objective != "train_loss" or not (
@@ -381,8 +385,8 @@ class AnnealStrategy(ForecastStrategy):
         best = min(scored, key=lambda p: p.forecast if p.forecast is not None else math.inf)
         if best.lr <= last.lr or best.forecast is None:
             return False
-        if last.forecast is None:
-            return True
+        if last.forecast is None:  # out: ends the race only for making no progress
+            return (last.reason or "").startswith("no progress")
         err_best, err_last = score_error(best, stage.spec), score_error(last, stage.spec)
         if err_best is None or err_last is None:
             return False
@@ -449,12 +453,14 @@ def score_error(probe: ProbeRecord, spec: StageSpec) -> float | None:
     """The standard error of a race probe's training-loss score (the median of its
     last :func:`score_window` losses), from their step-to-step spread: the robust sd
     of successive differences over the root of 2, times 1.25 (a median's
-    efficiency) over the root of their count. None with fewer than 4 finite losses."""
+    efficiency) over the root of their count. None with fewer than 4 finite losses,
+    or no spread to read (losses on a coarse grid, as in low precision)."""
     tail = [v for v in probe.train_losses[-score_window(spec) :] if v is not None]
     if len(tail) < 4:
         return None
     steps = [b - a for a, b in zip(tail, tail[1:])]
-    return robust_sd(steps) / math.sqrt(2.0) * 1.25 / math.sqrt(len(tail))
+    error = robust_sd(steps) / math.sqrt(2.0) * 1.25 / math.sqrt(len(tail))
+    return error if error > 0 else None
 
 
 def cooldown_gain(probe: ProbeRecord, spec: StageSpec) -> float | None:

@@ -16,6 +16,7 @@ from autolr.config import RACE_MIN_PROBES, SHORT_ANNEAL_FRACTION, AutoLRSConfig
 from autolr.errors import RangeWarning
 from autolr.offline.logs import load_run
 from autolr.offline.replay import replay_run
+from autolr.offline.report import _settings_line, effective_settings
 from autolr.plan import StageSpec
 from autolr.probing import ProbeRecord
 from autolr.rangetest import STILL, RangeTest
@@ -128,6 +129,32 @@ def test_range_test_reads_a_dip_far_below_its_blow_up_as_noise(monkeypatch):
     assert test.best_lr == pytest.approx(dip)
 
 
+def test_blew_up_reads_the_ramp_s_own_stop_reason_also_after_a_resume():
+    gen = torch.Generator().manual_seed(1)
+    ramps = {
+        "non-finite": [1.0] * 12 + [math.nan],
+        "blow-up": [1.0] * 12 + [4.0] * 6,
+        "give-back": [2.30] * 8 + [2.2, 2.0, 1.8, 1.7, 1.7, 1.9, 2.1, 2.25] + [2.3] * 30,
+        "end": (1.0 + 0.05 * torch.randn(30, generator=gen)).tolist(),
+    }
+    for name, values in ramps.items():
+        test, reason = RangeTest(steps=30), None
+        for i, v in enumerate(values):
+            reason = test.add(test.lr(i), v)
+            if reason is not None:
+                break
+        # The state as a checkpoint holds it (plain data, through JSON).
+        again = RangeTest(**json.loads(json.dumps(test.to_dict())))
+        assert reason is not None and reason.startswith(
+            {"non-finite": "non-finite", "blow-up": "loss above", "give-back": "no progress"}.get(
+                name, "end of the ramp"
+            )
+        ), (name, reason)
+        stopped_by_blow_up = reason == "non-finite loss" or reason.startswith("loss above")
+        assert test.blew_up == again.blew_up == stopped_by_blow_up, (name, reason)
+    assert [RangeTest(steps=30).blew_up] == [False]
+
+
 def test_range_test_keeps_a_dip_when_the_ramp_ends_without_a_blow_up():
     # A ramp that ran out (a plateau network drifts back instead of blowing up)
     # says nothing of where the loss would blow up: its dip stands.
@@ -213,7 +240,7 @@ def test_a_prober_runs_the_race_s_cooldowns_as_the_inline_probes_do(task):
     spec = backend.stage.spec
     a, b = inline.log.of_type("probe"), backend.log.of_type("probe")
     # Both end the race at the same candidate (here the third: it scored clearly worse).
-    assert spec.cool > 0 and len(b) == len(a) and RACE_MIN_PROBES <= len(b) <= spec.probes
+    assert spec.cool > 0 and len(b) == len(a) and RACE_MIN_PROBES <= len(b) < spec.probes
     finished = [p for p in b if not p["diverged"]]
     assert finished and all(len(p["train_losses"]) == spec.tau_probe + spec.cool for p in finished)
     for pa, pb in zip(a, b, strict=True):
@@ -467,6 +494,16 @@ def test_the_race_ends_early_when_a_smaller_lr_scores_clearly_worse():
     assert not strategy.searched_enough(stage)  # the latest is the best: go on down
     stage.probes[-1] = ProbeRecord(lr=0.1, diverged=True, reason="no progress")
     assert strategy.searched_enough(stage)  # no progress below a scored LR
+    # Out for another reason (a blow-up on noise, a worker that failed): go on.
+    for reason in ("loss above 2x the start loss", "probe failed: worker died"):
+        stage.probes[-1] = ProbeRecord(lr=0.1, diverged=True, reason=reason)
+        assert not strategy.searched_enough(stage)
+    # No spread to read (losses on a coarse grid): no error, so no clear gap.
+    coarse = [2.0] * 56 + [2.0078, 2.0, 2.0, 2.0]
+    stage.probes[-1] = ProbeRecord(lr=0.1, train_losses=coarse, losses=coarse, forecast=2.0)
+    assert score_error(stage.probes[-1], spec) is None
+    assert not strategy.searched_enough(stage)
+    stage.probes[-1] = _scored(0.1, 1.0 + 3 * 2**0.5 * error, spec)
     # Every planned candidate run, or a validation score (no error to read): no.
     stage.probes.append(_scored(0.05, 2.0, spec))
     assert not strategy.searched_enough(stage)
@@ -495,9 +532,34 @@ def test_a_race_that_ends_early_holds_its_winner_longer_and_replays(task, tmp_pa
     ran = sum(len(p["train_losses"]) for p in probes)
     (ramp,) = tuner.log.of_type("range_test")
     assert tuner.search_steps == len(ramp["losses"]) + ran
+    (end,) = tuner.log.of_type("exploit_end")
+    assert not tuner.log.of_type("rollback")
+    assert end["steps"] == 1000 - decision["decay_steps"] - decision["step"]
     result = replay_run(path)
     assert result.matches, [m.describe() for m in result.mismatches]
-    assert load_run(path).stages[0].searched
+    logged = load_run(path)
+    assert logged.stages[0].searched
+    # The report says how many candidates ran, of how many planned.
+    assert effective_settings(logged)["stages"]["probes"] == [len(probes)]
+    assert f"race: {len(probes)} of {spec.probes} LRs" in _settings_line(logged)
+
+
+def test_the_hold_takes_the_steps_of_the_skipped_candidates(task, monkeypatch):
+    def hold(min_probes: int) -> tuple[int, float]:
+        monkeypatch.setattr("autolr.config.RACE_MIN_PROBES", min_probes)
+        batch = task.batch_at(0)
+        torch.manual_seed(0)
+        model = make_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        tuner = AutoLRS(model, opt, total_steps=1000, strategy="anneal")
+        while not tuner.finished:
+            tuner.step(train_step(model, opt, batch))
+        (end,) = tuner.log.of_type("exploit_end")
+        return int(end["steps"]), float(end["lr"])
+
+    early, every = hold(3), hold(99)
+    spec_steps = 2 * 20  # this budget's race probes: 20 steps held, 20 cooling down
+    assert early == (every[0] + spec_steps, every[1])
 
 
 def test_an_older_log_whose_race_would_now_end_early_says_so(tmp_path):

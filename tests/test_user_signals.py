@@ -45,7 +45,7 @@ class Slope(torch.nn.Module):
         # The annealed strategy's range test sees the loss still falling far above the range.
         (
             "anneal",
-            r"range test found its lowest loss at lr=.* above the search range given"
+            r"range test found its best lr=.* above the search range given"
             r".*larger max_lr",
         ),
         # The forecast strategy sees its best candidate at the top, stage after stage.
@@ -64,7 +64,7 @@ def test_a_range_below_the_right_lr_warns_naming_max_lr(strategy, pattern):
 @pytest.mark.parametrize(
     ("strategy", "pattern"),
     [
-        ("anneal", r"range test found its lowest loss at lr=.* below the search range given"),
+        ("anneal", r"range test found its best lr=.* below the search range given"),
         ("forecast", r"every candidate LR diverged.*smaller min_lr"),
     ],
 )

@@ -467,7 +467,8 @@ def effective_settings(run: LoggedRun | str | Path) -> dict[str, Any]:
         ``configured``: the ``run_start`` config's value of each main setting
         (None: left to autolr's plan); ``stages``: per setting of the stage
         plan (``tau``, ``tau_probe``, ``probes``, ``exploit_steps``), the list
-        of each stage's value from its ``stage_start`` (in stage order);
+        of each stage's value from its ``stage_start`` (in stage order; for
+        ``probes``, the candidates a searched stage ran: a race may end early);
         ``forecaster`` and ``strategy`` (names, or None when not logged);
         ``steps`` (steps taken), ``search_steps`` (steps probing) and
         ``search_share`` (their fraction; NaN for an empty run).
@@ -484,7 +485,13 @@ def effective_settings(run: LoggedRun | str | Path) -> dict[str, Any]:
         search = int(end["search_steps"])
     return {
         "configured": {k: cfg.get(k) for k in _CONFIGURED},
-        "stages": {k: [int(st.start[k]) for st in run.stages] for k in _PLAN},
+        "stages": {
+            k: [
+                len(st.probes) if k == "probes" and st.searched else int(st.start[k])
+                for st in run.stages
+            ]
+            for k in _PLAN
+        },
         "forecaster": forecaster.get("name", cfg.get("forecaster")),
         "strategy": strategy.get("name") if isinstance(strategy, dict) else None,
         "steps": total,
@@ -540,8 +547,10 @@ def _settings_line(run: LoggedRun) -> str:
     if annealed(run):
         first = run.stages[0].start if run.stages else {}
         share = eff["search_share"]
+        planned, ran = first.get("probes", "-"), len(run.stages[0].probes) if run.stages else 0
+        lrs = f"{ran} of {planned}" if run.stages and ran != planned else f"{planned}"
         race = (
-            f"race: {first.get('probes', '-')} LRs, {first.get('tau_probe', '-')} steps held "
+            f"race: {lrs} LRs, {first.get('tau_probe', '-')} steps held "
             f"+ {first.get('cool', '-')} cooling down"
         )
         searching = f"{100 * share:.0f}% of steps searching" if math.isfinite(share) else ""
@@ -694,7 +703,7 @@ def _draw_range_test(ax: Any, curve: dict[str, Any] | None, cands: list[dict[str
     ax.plot(curve["lrs"], curve["losses"], ".-", ms=3, lw=0.8, color=_COLORS["range"])
     low, high = curve["lr_range"]
     ax.axvspan(low, high, color="#5b8def", alpha=0.12, lw=0, label="search range")
-    ax.axvline(curve["best_lr"], color="black", lw=1, ls=":", label="lowest loss")
+    ax.axvline(curve["best_lr"], color="black", lw=1, ls=":", label="best lr (range test)")
     for c in cands:
         ax.axvline(c["lr"], color="#2e7d32" if c["chosen"] else "#999999", lw=0.8)
     ax.set_xscale("log")
