@@ -74,7 +74,7 @@ class RangeTest:
             assert self.ema is not None and self.start is not None and self.low is not None
             self.ema = (1 - EMA) * self.ema + EMA * value
             self.low = min(self.low, self.ema)
-            if self.ema > max(BLOWUP * self.start, self.start + 3 * self.noise):
+            if self._blown(self.ema):
                 return f"loss above {BLOWUP:g}x its start"
             gain = self.start - self.low
             # Only a clear gain (beyond the start's noise) can be given back.
@@ -89,9 +89,12 @@ class RangeTest:
         """The ramp stopped at a non-finite loss or a blow-up (read from its data)."""
         if self.losses and self.losses[-1] is None:
             return True
-        if self.ema is None or self.start is None:
-            return False
-        return self.ema > max(BLOWUP * self.start, self.start + 3 * self.noise)
+        return self.ema is not None and self._blown(self.ema)
+
+    def _blown(self, ema: float) -> bool:
+        """The smoothed loss is above ``BLOWUP`` times the start and 3 noises above it."""
+        start = self.start
+        return start is not None and ema > max(BLOWUP * start, start + 3 * self.noise)
 
     @property
     def best_lr(self) -> float:
