@@ -512,16 +512,22 @@ def test_the_race_ends_early_when_a_smaller_lr_scores_clearly_worse():
     assert not val.searched_enough(stage)
 
 
-def test_a_race_that_ends_early_holds_its_winner_longer_and_replays(task, tmp_path):
-    path = tmp_path / "early.jsonl"
-    # One fixed batch: a clear race, whose third rung scores far worse than the second.
+def _fixed_batch_run(task, **tuner_kw):
+    """A whole annealed run of 1,000 steps on one fixed batch (its race is clear)."""
     batch = task.batch_at(0)
     torch.manual_seed(0)
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    tuner = AutoLRS(model, opt, total_steps=1000, strategy="anneal", log_path=path)
+    tuner = AutoLRS(model, opt, total_steps=1000, strategy="anneal", **tuner_kw)
     while not tuner.finished:
         tuner.step(train_step(model, opt, batch))
+    return tuner
+
+
+def test_a_race_that_ends_early_holds_its_winner_longer_and_replays(task, tmp_path):
+    path = tmp_path / "early.jsonl"
+    # One fixed batch: a clear race, whose third rung scores far worse than the second.
+    tuner = _fixed_batch_run(task, log_path=path)
     spec = tuner.stage.spec
     probes = tuner.log.of_type("probe")
     (decision,) = tuner.log.of_type("decision")
@@ -547,14 +553,7 @@ def test_a_race_that_ends_early_holds_its_winner_longer_and_replays(task, tmp_pa
 def test_the_hold_takes_the_steps_of_the_skipped_candidates(task, monkeypatch):
     def hold(min_probes: int) -> tuple[int, float]:
         monkeypatch.setattr("autolr.config.RACE_MIN_PROBES", min_probes)
-        batch = task.batch_at(0)
-        torch.manual_seed(0)
-        model = make_model()
-        opt = torch.optim.SGD(model.parameters(), lr=0.05)
-        tuner = AutoLRS(model, opt, total_steps=1000, strategy="anneal")
-        while not tuner.finished:
-            tuner.step(train_step(model, opt, batch))
-        (end,) = tuner.log.of_type("exploit_end")
+        (end,) = _fixed_batch_run(task).log.of_type("exploit_end")
         return int(end["steps"]), float(end["lr"])
 
     early, every = hold(3), hold(99)
