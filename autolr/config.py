@@ -311,7 +311,8 @@ class AutoLRSConfig:
     guard_factor: float = option(
         1.5,
         "an exploit whose recent median exceeds this times the stage's start loss rolls back "
-        "to the snapshot and takes the next-best candidate",
+        "to the snapshot (the annealed hold: to its best state) and takes the next-best "
+        "candidate",
         above_one,
     )
     initial_probes: int = option(

@@ -16,6 +16,7 @@ Phases and transitions (one method each)::
        |  (a stage with no search: _begin_stage --> EXPLOIT at the current LR)
        \--(no stage fits)--> _enter_tail
     EXPLOIT --_rollback (guard fired)--> _decide --> EXPLOIT at the next-best candidate
+                                          (annealed race: from the hold's best state)
     EXPLOIT --_climb (no candidate left a plateau)--> EXPLOIT at twice the LR
     EXPLOIT --_rollback at the anneal--> ANNEAL from the snapshot at the next-best LR
     EXPLOIT --_end_exploit--> _begin_stage (next stage) | _enter_tail
@@ -305,6 +306,9 @@ class AutoLRS:
         self._winner: Snapshot | None = None
         # True while the model has moved away from the stage snapshot.
         self._dirty = False
+        # The exploit's best state so far (its lowest windowed loss): where a rollback goes.
+        self._best: Snapshot | None = None
+        self._best_at = 0  # the exploit step it was taken at
         self._recent: deque[float] = deque(maxlen=16)
         self._anneal: AnnealState | None = None
         # Steps of the final decay: as planned, until a search decides it.
@@ -650,6 +654,7 @@ class AutoLRS:
             lr=self.current_lr,
             reason=f"{RECOVERY}{where}",
             losses=[],
+            back_to=self._snapshot.step,
         )
         self._restore(self._snapshot)
         self._recent.clear()
@@ -1099,6 +1104,7 @@ class AutoLRS:
         self.stage.exploit_losses = []
         self.stage.exploit_best = None
         self.stage.from_probe = from_probe
+        self._best, self._best_at = None, 0
         self.phase = Phase.EXPLOIT
         self._set_lr(self.stage.chosen_lr if self.stage.chosen_lr is not None else self.lr)
 
@@ -1117,10 +1123,13 @@ class AutoLRS:
         # tenth of a window (a blow-up is caught at most that many steps later).
         stride = max(1, stage.guard_window // 10)
         if len(stage.exploit_losses) % stride == 0:
+            best = stage.exploit_best
             reason = exploit_guard(stage, self.config.guard_factor)
             if reason is not None:
                 self._rollback(reason)
                 return
+            if stage.spec.cool:
+                self._keep_best(best)
         if stage.climb_cap is not None and len(stage.exploit_losses) % stage.climb_every == 0:
             self._climb()
         done = len(stage.exploit_losses) >= stage.exploit_target and not stage.spec.final
@@ -1131,6 +1140,25 @@ class AutoLRS:
                 return
             self._end_exploit()
 
+    def _keep_best(self, before: float | None) -> None:
+        """Keep the exploit's state when its windowed loss just reached a new low
+        (at most once a guard window): a rollback goes back there, not to the stage's
+        start, so the steps that led to it are not lost.
+
+        Only for the annealed race's hold, which is most of the run (a rollback to its
+        start loses all of it) and whose LR cooled down to the best loss of the race
+        from the start state. The forecast strategy's stages are short, and its LR,
+        picked by a short probe's forecast, can hold the network in a chaotic state
+        whose best window is no state to go on from (measured: BENCHMARKS.md).
+        """
+        assert self.stage is not None
+        stage, n = self.stage, len(self.stage.exploit_losses)
+        low = stage.exploit_best
+        if before is None or low is None or low >= before:
+            return
+        if n - self._best_at >= stage.guard_window:
+            self._best, self._best_at = self._capture_live(), n
+
     def _val_every(self) -> int:
         """Probe steps between validation evaluations: ``val_every``, at most a quarter probe."""
         assert self.stage is not None
@@ -1140,7 +1168,16 @@ class AutoLRS:
         assert self.stage is not None and self._snapshot is not None
         stage = self.stage
         lr = stage.chosen_lr if stage.chosen_lr is not None else self.lr
-        logger.warning("stage %d: exploit at lr=%g rolled back (%s)", self.stage_index, lr, reason)
+        if self._best is not None:
+            # Back to the exploit's best state: it becomes the stage's base state.
+            self._snapshot, self._best = self._best, None
+        logger.warning(
+            "stage %d: exploit at lr=%g rolled back to the state of step %d (%s)",
+            self.stage_index,
+            lr,
+            self._snapshot.step,
+            reason,
+        )
         self.log.write(
             ROLLBACK,
             self.global_step,
@@ -1148,9 +1185,10 @@ class AutoLRS:
             lr=lr,
             reason=reason,
             losses=stage.exploit_losses,
+            back_to=self._snapshot.step,
         )
         if stage.from_probe and stage.winner is not None:
-            # The winner's probe steps are undone with the exploit.
+            # The winner's probe steps are counted as kept only by an exploit never rolled back.
             self.kept_steps -= _held_steps(stage.probes[stage.winner], stage.spec)
         stage.rejected.append(lr)
         if reason == "non-finite loss":
@@ -1360,6 +1398,8 @@ class AutoLRS:
             "precool": self._precool.to_state() if self._precool is not None else None,
             "snapshot": self._snapshot.to_state() if self._snapshot is not None else None,
             "winner": self._winner.to_state() if self._winner is not None else None,
+            "best": self._best.to_state() if self._best is not None else None,
+            "best_at": self._best_at,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -1434,11 +1474,14 @@ class AutoLRS:
             )
             snap = Snapshot.from_state(state["snapshot"]) if state["snapshot"] is not None else None
             win = Snapshot.from_state(state["winner"]) if state["winner"] is not None else None
+            # None in a checkpoint from before it was kept: a rollback then goes to the snapshot.
+            best = Snapshot.from_state(state["best"]) if state.get("best") is not None else None
+            new["_best_at"] = int(state.get("best_at", 0))
         except KeyError as exc:
             raise StateError(f"AutoLRS state is missing the key {exc}") from exc
         except (TypeError, ValueError, AttributeError) as exc:
             raise StateError(f"AutoLRS state is malformed: {exc}") from exc
-        for label, found in (("snapshot", snap), ("winner", win)):
+        for label, found in (("snapshot", snap), ("winner", win), ("best state", best)):
             why = (
                 incompatibility(found, self.model, self.optimizer, self.extra_state)
                 if found
@@ -1468,7 +1511,7 @@ class AutoLRS:
         self.strategy = probe_strategy
         for name, value in new.items():
             setattr(self, name, value)
-        self._snapshot, self._winner = snap, win
+        self._snapshot, self._winner, self._best = snap, win, best
         self._batch_cache = (-1, [])
         self.apply_lr()
         self.log.write(PHASE, self.global_step, phase=PHASE_RESUME, lr=self.lr)

@@ -81,8 +81,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
-READ_VERSIONS = (1, 2, 3)
+SCHEMA_VERSION = 4
+READ_VERSIONS = (1, 2, 3, 4)
 """The schema versions the reader (:mod:`autolr.offline.reader`) accepts."""
 
 # Record types.
@@ -255,6 +255,8 @@ class Rollback:
         lr: the LR whose exploit was rolled back.
         losses: exploit losses until the guard fired.
         reason: what the guard saw (added within version 1).
+        back_to: the step of the state restored: the exploit's best state so far,
+            else the stage's snapshot (new in version 4).
     """
 
     TYPE: ClassVar[str] = ROLLBACK
@@ -262,6 +264,7 @@ class Rollback:
     lr: float
     losses: list[float | None]
     reason: str = _added()
+    back_to: int = _new_in(4)
 
 
 @dataclass(frozen=True)

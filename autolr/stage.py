@@ -267,7 +267,8 @@ class Summary(list[StageRow]):
         search_steps: steps spent on probes so far (the range test's included).
         total_steps: steps taken so far, probes included.
         kept_steps: of the search steps, the winners' probe steps at their LR that
-            the exploit continued from (trained at the chosen LR, not lost).
+            the exploit continued from (trained at the chosen LR, not lost); an
+            exploit rolled back counts none, even where it went back only to its best state.
         scored_by: what each row's ``forecast`` is: ``forecast`` (the forecast
             strategy's) or ``score`` (the annealed strategy's loss after a cooldown).
     """

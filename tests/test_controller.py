@@ -624,3 +624,69 @@ def test_a_plateau_s_noise_is_no_gain_given_back():
     gen = torch.Generator().manual_seed(1)
     losses = [2.30 * (1 + 0.01 * float(v)) for v in torch.randn(400, generator=gen)]
     assert _guard_over(losses) is None
+
+
+def test_a_rollback_goes_back_to_the_exploits_best_state_also_after_a_resume(task):
+    """The guard's rollback restores the exploit's lowest-loss state, not the stage's
+    start, so the exploit's good steps are kept; the state survives ``state_dict``."""
+
+    def build(source=None):
+        model = make_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        if source is not None:
+            model.load_state_dict(source[0].state_dict())
+            opt.load_state_dict(source[1].state_dict())
+        tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=800, seed=0)
+        if source is not None:
+            tuner.load_state_dict(source[2].state_dict())
+        return model, opt, tuner
+
+    runs = [build()]
+    seen: dict[int, list[torch.Tensor]] = {}  # step -> the first run's weights after it
+    exploit = 0
+    for batch in task.stream():
+        model, opt, tuner = runs[0]
+        if tuner.phase is Phase.EXPLOIT and tuner.stage_index == 0:
+            exploit += 1
+            if exploit == 100:  # mid-exploit, a best state kept: a resumed copy joins
+                assert tuner.state_dict()["best"] is not None
+                runs.append(build(runs[0]))
+        for model, opt, tuner in runs:
+            loss = train_step(model, opt, batch)
+            if exploit > 150:
+                loss = loss * 0 + 100.0  # a finite loss far above the stage start
+            if tuner is runs[0][2]:
+                seen[tuner.global_step + 1] = [p.detach().clone() for p in model.parameters()]
+            tuner.step(loss)
+        if runs[0][2].log.of_type("rollback"):
+            break
+    rollbacks = [r[2].log.of_type("rollback") for r in runs]
+    assert len(runs) == 2 and all(len(r) == 1 for r in rollbacks)
+    back = rollbacks[0][0]["back_to"]
+    exploit_start = runs[0][2].log.of_type("decision")[0]["step"]
+    assert exploit_start + 50 < back < exploit_start + 150
+    assert rollbacks[1][0]["back_to"] == back
+    for model, _, _ in runs:
+        assert all(torch.equal(a, b) for a, b in zip(model.parameters(), seen[back]))
+
+
+def test_the_forecast_strategy_rolls_back_to_the_stage_snapshot(task):
+    """Its short stages go back to their start: a best window of an LR picked by a short
+    probe's forecast can be a chaotic state (BENCHMARKS.md)."""
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tuner = AutoLRS(
+        model, opt, min_lr=1e-3, max_lr=1.0, total_steps=800, seed=0, strategy="forecast"
+    )
+    exploit = 0
+    for batch in task.stream():
+        loss = train_step(model, opt, batch)
+        if tuner.phase is Phase.EXPLOIT and tuner.stage_index == 0:
+            exploit += 1
+            if exploit > 40:
+                loss = loss * 0 + 100.0
+        tuner.step(loss)
+        if tuner.log.of_type("rollback"):
+            break
+    start = tuner.log.of_type("stage_start")[0]["step"]
+    assert tuner.log.of_type("rollback")[0]["back_to"] == start

@@ -16,6 +16,7 @@ from autolr.runlog import (
     PROBE,
     READ_VERSIONS,
     RECORD_TYPES,
+    ROLLBACK,
     RUN_START,
     SCHEMA,
     SCHEMA_VERSION,
@@ -110,12 +111,15 @@ def test_required_fields_are_a_subset() -> None:
     assert "recent" not in required_fields("stage_start")
 
 
-def test_version_3_is_written_and_versions_1_to_3_are_read(tmp_path: Path) -> None:
-    assert SCHEMA_VERSION == 3 and READ_VERSIONS == (1, 2, 3)
+def test_version_4_is_written_and_versions_1_to_4_are_read(tmp_path: Path) -> None:
+    assert SCHEMA_VERSION == 4 and READ_VERSIONS == (1, 2, 3, 4)
     assert required_fields(RUN_START, 2) == fields_of(RUN_START)
     # stage_start.level is new in version 3: both readers take version-2 logs without it.
     assert "level" not in required_fields(STAGE_START, 2)
     assert required_fields(STAGE_START, 3) == fields_of(STAGE_START)
+    # rollback.back_to is new in version 4.
+    assert "back_to" not in required_fields(ROLLBACK, 3)
+    assert required_fields(ROLLBACK, 4) == fields_of(ROLLBACK)
     old = {"type": RUN_START, "schema_version": 1, "step": 0, "time": 0.0, **START}
     path = tmp_path / "v1.jsonl"
     # A version-1 run_start without the fields added within version 1: the lenient
@@ -129,8 +133,8 @@ def test_version_3_is_written_and_versions_1_to_3_are_read(tmp_path: Path) -> No
             read_run_log(path, strict=strict)
     path.write_text(json.dumps({**old, **start_fields(), "schema_version": 2}) + "\n")
     assert read_run_log(path)[0]["prober"] is None
-    path.write_text(json.dumps({**old, **start_fields(), "schema_version": 4}) + "\n")
-    with pytest.raises(LogFormatError, match=r"schema_version=4 is not supported.* 1, 2, 3 \("):
+    path.write_text(json.dumps({**old, **start_fields(), "schema_version": 5}) + "\n")
+    with pytest.raises(LogFormatError, match=r"schema_version=5 is not supported.* 1, 2, 3, 4 \("):
         read_run_log(path, strict=False)
     path.write_text(json.dumps({**old, **start_fields(), "schema_version": True}) + "\n")
     with pytest.raises(LogFormatError, match="schema_version=True is not supported"):
