@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from autolr import AutoLRS, Phase
 from autolr.cli import main
 from autolr.errors import AutoLRError
 from autolr.offline.logs import LoggedRun, load_run
@@ -28,6 +30,7 @@ from autolr.offline.report import (
     step_series,
     write_report,
 )
+from tests.conftest import Regression, make_model, train_step
 from tests.test_replay import write_trap_log
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -73,6 +76,36 @@ def test_step_series_matches_the_log(run: LoggedRun, replayed: ReplayResult) -> 
     assert len(logged) == n - anneal["step"] > 0
     assert np.allclose(s["loss"][anneal["step"] :], logged)
     assert np.array_equal(replayed.tuner.trace_loss[anneal["step"] :], logged)
+
+
+def test_step_series_keeps_the_hold_up_to_the_state_a_rollback_went_back_to(
+    tmp_path: Path,
+) -> None:
+    """An annealed hold rolled back to its best state: the steps before that state are
+    exploit (kept), the ones after it rolled back; both match a replay."""
+    task = Regression()
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    path = tmp_path / "hold.jsonl"
+    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=600, log_path=path)
+    held = 0
+    for batch in task.stream():
+        if tuner.finished:
+            break
+        loss = train_step(model, opt, batch)
+        if tuner.phase is Phase.EXPLOIT and not tuner.log.of_type("rollback"):
+            held += 1
+            if held > 120:
+                loss = loss * 0 + 100.0  # a finite loss far above the stage start
+        tuner.step(loss)
+    run = load_run(path)
+    (rb,) = run.of_type("rollback")
+    start = rb["step"] - len(rb["losses"])
+    assert start < rb["back_to"] < rb["step"]
+    for s in (step_series(run, False), step_series(run)):
+        assert (s["phase"][start : rb["back_to"]] == "exploit").all()
+        assert (s["phase"][rb["back_to"] : rb["step"]] == "rolled_back").all()
+        assert np.allclose(s["loss"][start : rb["step"]], rb["losses"])
 
 
 def test_step_series_without_replay_agrees_where_the_log_speaks(
