@@ -306,9 +306,6 @@ class AutoLRS:
         self._winner: Snapshot | None = None
         # True while the model has moved away from the stage snapshot.
         self._dirty = False
-        # The exploit's best state so far (its lowest windowed loss): where a rollback goes.
-        self._best: Snapshot | None = None
-        self._best_at = 0  # the exploit step it was taken at
         self._recent: deque[float] = deque(maxlen=16)
         self._anneal: AnnealState | None = None
         # Steps of the final decay: as planned, until a search decides it.
@@ -1104,7 +1101,7 @@ class AutoLRS:
         self.stage.exploit_losses = []
         self.stage.exploit_best = None
         self.stage.from_probe = from_probe
-        self._best, self._best_at = None, 0
+        self.stage.best_at = 0
         self.phase = Phase.EXPLOIT
         self._set_lr(self.stage.chosen_lr if self.stage.chosen_lr is not None else self.lr)
 
@@ -1141,9 +1138,9 @@ class AutoLRS:
             self._end_exploit()
 
     def _keep_best(self, before: float | None) -> None:
-        """Keep the exploit's state when its windowed loss just reached a new low
-        (at most once a guard window): a rollback goes back there, not to the stage's
-        start, so the steps that led to it are not lost.
+        """Move the stage's snapshot to the exploit's state when its windowed loss just
+        reached a new low (at most once a guard window): a rollback goes back there, not
+        to the stage's start, so the steps that led to it are not lost.
 
         Only for the annealed race's hold, which is most of the run (a rollback to its
         start loses all of it) and whose LR cooled down to the best loss of the race
@@ -1156,8 +1153,8 @@ class AutoLRS:
         low = stage.exploit_best
         if before is None or low is None or low >= before:
             return
-        if n - self._best_at >= stage.guard_window:
-            self._best, self._best_at = self._capture_live(), n
+        if n - stage.best_at >= stage.guard_window:
+            self._snapshot, stage.best_at = self._capture_live(), n
 
     def _val_every(self) -> int:
         """Probe steps between validation evaluations: ``val_every``, at most a quarter probe."""
@@ -1168,9 +1165,6 @@ class AutoLRS:
         assert self.stage is not None and self._snapshot is not None
         stage = self.stage
         lr = stage.chosen_lr if stage.chosen_lr is not None else self.lr
-        if self._best is not None:
-            # Back to the exploit's best state: it becomes the stage's base state.
-            self._snapshot, self._best = self._best, None
         logger.warning(
             "stage %d: exploit at lr=%g rolled back to the state of step %d (%s)",
             self.stage_index,
@@ -1398,8 +1392,6 @@ class AutoLRS:
             "precool": self._precool.to_state() if self._precool is not None else None,
             "snapshot": self._snapshot.to_state() if self._snapshot is not None else None,
             "winner": self._winner.to_state() if self._winner is not None else None,
-            "best": self._best.to_state() if self._best is not None else None,
-            "best_at": self._best_at,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -1474,14 +1466,11 @@ class AutoLRS:
             )
             snap = Snapshot.from_state(state["snapshot"]) if state["snapshot"] is not None else None
             win = Snapshot.from_state(state["winner"]) if state["winner"] is not None else None
-            # None in a checkpoint from before it was kept: a rollback then goes to the snapshot.
-            best = Snapshot.from_state(state["best"]) if state.get("best") is not None else None
-            new["_best_at"] = int(state.get("best_at", 0))
         except KeyError as exc:
             raise StateError(f"AutoLRS state is missing the key {exc}") from exc
         except (TypeError, ValueError, AttributeError) as exc:
             raise StateError(f"AutoLRS state is malformed: {exc}") from exc
-        for label, found in (("snapshot", snap), ("winner", win), ("best state", best)):
+        for label, found in (("snapshot", snap), ("winner", win)):
             why = (
                 incompatibility(found, self.model, self.optimizer, self.extra_state)
                 if found
@@ -1511,7 +1500,7 @@ class AutoLRS:
         self.strategy = probe_strategy
         for name, value in new.items():
             setattr(self, name, value)
-        self._snapshot, self._winner, self._best = snap, win, best
+        self._snapshot, self._winner = snap, win
         self._batch_cache = (-1, [])
         self.apply_lr()
         self.log.write(PHASE, self.global_step, phase=PHASE_RESUME, lr=self.lr)

@@ -47,6 +47,8 @@ class StageState:
             highest LR it may climb to; None: no climb.
         climb_every: exploit steps between two doublings of the climb.
         climbs: ``[step, lr]`` of each doubling of the climb.
+        best_at: the exploit step the stage's snapshot last moved to (the annealed
+            hold's best state so far, where a rollback goes; 0: the stage's start).
     """
 
     spec: StageSpec
@@ -70,6 +72,7 @@ class StageState:
     climb_cap: float | None = None
     climb_every: int = 0
     climbs: list[list[float]] = field(default_factory=list)
+    best_at: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
