@@ -255,8 +255,9 @@ class Rollback:
         lr: the LR whose exploit was rolled back.
         losses: exploit losses until the guard fired.
         reason: what the guard saw (added within version 1).
-        back_to: the step of the state restored: the exploit's best state so far,
-            else the stage's snapshot (new in version 4).
+        back_to: the step of the state restored: the stage's snapshot, which in the
+            annealed hold moves to the hold's best state so far; for a recovery, the
+            state the warmup or the anneal started from (new in version 4).
     """
 
     TYPE: ClassVar[str] = ROLLBACK
