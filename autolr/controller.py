@@ -1125,8 +1125,7 @@ class AutoLRS:
             if reason is not None:
                 self._rollback(reason)
                 return
-            if stage.spec.cool:
-                self._keep_best(best)
+            self._keep_best(best)
         if stage.climb_cap is not None and len(stage.exploit_losses) % stage.climb_every == 0:
             self._climb()
         done = len(stage.exploit_losses) >= stage.exploit_target and not stage.spec.final
@@ -1151,7 +1150,7 @@ class AutoLRS:
         assert self.stage is not None
         stage, n = self.stage, len(self.stage.exploit_losses)
         low = stage.exploit_best
-        if before is None or low is None or low >= before:
+        if not stage.spec.cool or before is None or low is None or low >= before:
             return
         if n - stage.best_at >= stage.guard_window:
             self._snapshot, stage.best_at = self._capture_live(), n
