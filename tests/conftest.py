@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from autolr import AutoLRS, Phase
+
 torch.set_num_threads(1)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -49,6 +51,31 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch) -> tor
     loss.backward()
     optimizer.step()
     return loss.detach()
+
+
+def blow_up_the_hold(
+    task: Regression,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    tuner: AutoLRS,
+    after: int,
+    finish: bool = False,
+) -> None:
+    """Train on ``task`` and, from the exploit's ``after``-th step on, feed the tuner a
+    loss of 100 (finite, far above any stage's start) until its guard rolls back; then
+    stop, or with ``finish`` train on to the end of the run."""
+    held = 0
+    for batch in task.stream():
+        if tuner.finished:
+            break
+        loss = train_step(model, optimizer, batch)
+        if tuner.phase is Phase.EXPLOIT and not tuner.log.of_type("rollback"):
+            held += 1
+            if held > after:
+                loss = loss * 0 + 100.0
+        tuner.step(loss)
+        if tuner.log.of_type("rollback") and not finish:
+            break
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from autolr.offline.reader import read_run_log
 from autolr.plan import StageSpec
 from autolr.runlog import SCHEMA_VERSION
 from autolr.stage import StageState, exploit_guard
-from tests.conftest import Regression, make_model, train_step
+from tests.conftest import Regression, blow_up_the_hold, make_model, train_step
 
 
 def _run(task, steps=600, seed=0, model_seed=0, stop_at=None, **kw):
@@ -148,15 +148,7 @@ def test_guard_rolls_back_when_the_exploit_blows_up(task):
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=800, seed=0)
-    fired = False
-    for batch in task.stream():
-        loss = train_step(model, opt, batch)
-        if tuner.phase is Phase.EXPLOIT and tuner.stage_index == 0 and not fired:
-            loss = loss * 0 + 100.0  # a finite loss far above the stage start
-        tuner.step(loss)
-        fired = fired or bool(tuner.log.of_type("rollback"))
-        if tuner.finished:
-            break
+    blow_up_the_hold(task, model, opt, tuner, after=0)
     assert "1.5x the stage start loss" in tuner.log.of_type("rollback")[0]["reason"]
 
 
@@ -679,15 +671,6 @@ def test_the_forecast_strategy_rolls_back_to_the_stage_snapshot(task):
     tuner = AutoLRS(
         model, opt, min_lr=1e-3, max_lr=1.0, total_steps=800, seed=0, strategy="forecast"
     )
-    exploit = 0
-    for batch in task.stream():
-        loss = train_step(model, opt, batch)
-        if tuner.phase is Phase.EXPLOIT and tuner.stage_index == 0:
-            exploit += 1
-            if exploit > 40:
-                loss = loss * 0 + 100.0
-        tuner.step(loss)
-        if tuner.log.of_type("rollback"):
-            break
+    blow_up_the_hold(task, model, opt, tuner, after=40)
     start = tuner.log.of_type("stage_start")[0]["step"]
     assert tuner.log.of_type("rollback")[0]["back_to"] == start

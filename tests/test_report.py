@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from autolr import AutoLRS, Phase
+from autolr import AutoLRS
 from autolr.cli import main
 from autolr.errors import AutoLRError
 from autolr.offline.logs import LoggedRun, load_run
@@ -30,7 +30,7 @@ from autolr.offline.report import (
     step_series,
     write_report,
 )
-from tests.conftest import Regression, make_model, train_step
+from tests.conftest import Regression, blow_up_the_hold, make_model
 from tests.test_replay import write_trap_log
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -88,16 +88,7 @@ def test_step_series_keeps_the_hold_up_to_the_state_a_rollback_went_back_to(
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     path = tmp_path / "hold.jsonl"
     tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=600, log_path=path)
-    held = 0
-    for batch in task.stream():
-        if tuner.finished:
-            break
-        loss = train_step(model, opt, batch)
-        if tuner.phase is Phase.EXPLOIT and not tuner.log.of_type("rollback"):
-            held += 1
-            if held > 120:
-                loss = loss * 0 + 100.0  # a finite loss far above the stage start
-        tuner.step(loss)
+    blow_up_the_hold(task, model, opt, tuner, after=120, finish=True)
     run = load_run(path)
     (rb,) = run.of_type("rollback")
     start = rb["step"] - len(rb["losses"])
