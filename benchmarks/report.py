@@ -979,6 +979,16 @@ def run_status(run: dict[str, Any], chance_loss: float | None) -> str:
     return "ok"
 
 
+def _held_lr(run: dict[str, Any]) -> float | None:
+    """The LR a run's longest exploit ended at (None: no exploit logged)."""
+    stages = [
+        s
+        for s in run.get("autolr", {}).get("diagnostics", {}).get("stages", [])
+        if s.get("lr") is not None and s.get("steps")
+    ]
+    return max(stages, key=lambda s: s["steps"])["lr"] if stages else None
+
+
 def _median_val(row: dict[str, Any]) -> float:
     st = _stats(e["val"] for e in row["per_seed"].values() if not e.get("error"))
     return math.inf if st is None else st[0]
@@ -1073,7 +1083,10 @@ def range_sweep_markdown(sweep: dict[str, Any], rows: list[dict[str, Any]] | Non
         "(probes included) divided by the centre LR; median (min–max) over seeds; "
         "**dead runs' LR / tuned**: the same ratio for each dead run (well below 1: "
         "held too small an LR to leave the initial plateau; above 1: a too-large LR "
-        "killed it).\n\n"
+        "killed it). **held LR / tuned**: per run, the LR of its longest exploit (the "
+        "annealed strategy's hold, where a climb off a plateau ended) divided by the "
+        "centre LR: the one to set beside the tuned schedules' peak, as the median LR "
+        "also counts the search and the final decay.\n\n"
     ]
     head = [
         "method",
@@ -1083,6 +1096,7 @@ def range_sweep_markdown(sweep: dict[str, Any], rows: list[dict[str, Any]] | Non
         "median val / best tuned",
         "dead / non-finite",
         "median LR / tuned",
+        "held LR / tuned",
         "dead runs' LR / tuned",
         "search steps",
     ]
@@ -1107,6 +1121,7 @@ def range_sweep_markdown(sweep: dict[str, Any], rows: list[dict[str, Any]] | Non
             st = _stats(vals)
             med = math.inf if st is None else st[0]
             lrs = [r["median_lr"] / center for r in ok.values() if r.get("median_lr")]
+            held = [lr / center for lr in map(_held_lr, ok.values()) if lr is not None]
             search = [
                 r["autolr"].get("search_steps")
                 for r in ok.values()
@@ -1125,6 +1140,7 @@ def range_sweep_markdown(sweep: dict[str, Any], rows: list[dict[str, Any]] | Non
                 _ratio(med, best),
                 _status_cell([run_status(r, chance) for r in mine.values()]),
                 _cell(lrs, 3) if lrs else "–",
+                _cell(held, 3) if held else "–",
                 ", ".join(dead_lrs) or "–",
                 _cell(search, 4) if search else "n/a",
             ]

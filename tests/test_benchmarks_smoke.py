@@ -375,6 +375,15 @@ def test_dead_network_status() -> None:
     assert run_status({"final_val": None, "error": "boom"}, None) == "failed"
 
 
+def test_the_held_lr_is_the_longest_exploits() -> None:
+    from benchmarks.report import _held_lr
+
+    stages = [{"lr": 0.1, "steps": 50}, {"lr": 0.4, "steps": 900}, {"lr": 0.2, "steps": 0}]
+    assert _held_lr({"autolr": {"diagnostics": {"stages": stages}}}) == 0.4
+    assert _held_lr({"autolr": {"diagnostics": {"stages": []}}}) is None
+    assert _held_lr({"peak_lr": 0.1}) is None
+
+
 def test_range_sweep_runs_and_reports(tmp_path: Path) -> None:
     from benchmarks import ranges, run
 
