@@ -136,11 +136,11 @@ def step_series(
             _put(lr, loss, phase, rec["step"], rec["train_losses"], None, "probe")
             _put_rates(lr, rec["step"], _probe_rates(run, rec))
         elif kind == ROLLBACK:
-            _put(lr, loss, phase, rec["step"], rec["losses"], rec["lr"], "rolled_back")
             # The steps up to the state it went back to (the hold's best) were kept.
-            kept = (rec.get("back_to") or 0) - (rec["step"] - len(rec["losses"]))
-            if kept > 0:
-                _put(lr, loss, phase, rec["back_to"], rec["losses"][:kept], rec["lr"], "exploit")
+            start = rec["step"] - len(rec["losses"])
+            kept = max(0, (rec.get("back_to") or 0) - start)
+            _put(lr, loss, phase, start + kept, rec["losses"][:kept], rec["lr"], "exploit")
+            _put(lr, loss, phase, rec["step"], rec["losses"][kept:], rec["lr"], "rolled_back")
         elif kind == EXPLOIT_END:
             _put(lr, loss, phase, rec["step"], rec["losses"], rec["lr"], "exploit")
             if rec.get("climbs") and not replayed:
