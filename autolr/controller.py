@@ -607,6 +607,15 @@ class AutoLRS:
                 RangeWarning,
                 stacklevel=4,
             )
+        elif self.config.max_lr is not None and test.best_lr > self.config.max_lr:
+            self._unwarned_edges.discard("max_lr")
+            warnings.warn(
+                f"the LR range test found its best lr={test.best_lr:.4g}, above "
+                f"max_lr={self.config.max_lr}: the search starts at max_lr, and a larger "
+                f"LR may be better (e.g. max_lr={test.best_lr:g})",
+                RangeWarning,
+                stacklevel=4,
+            )
         assert self._snapshot is not None
         self._restore(self._snapshot)
         self._snapshot = None

@@ -340,11 +340,21 @@ class AnnealStrategy(ForecastStrategy):
         return None
 
     def propose(self, q: int) -> list[float]:
+        """The ladder's next ``q`` rungs, fewer where it reaches the range's floor:
+        a rung below it is raised to it once, and the ladder ends there."""
         if self.high is None or self.low is None:
             raise ConfigError("the annealed race needs its range (the range test sets it)")
-        out = [max(self.low, self.high / 2.0**j) for j in range(self.next, self.next + q)]
-        self.next += q
+        out: list[float] = []
+        while len(out) < q and self.ladder_left():
+            out.append(max(self.low, self.high / 2.0**self.next))
+            self.next += 1
         return out
+
+    def ladder_left(self) -> bool:
+        """Whether the ladder has a rung left: one above the range's floor came last."""
+        if self.high is None or self.low is None or self.next == 0:
+            return True
+        return self.high / 2.0 ** (self.next - 1) > self.low
 
     def score(self, probe: ProbeRecord, stage: StageView) -> None:
         if probe.diverged:
@@ -371,8 +381,12 @@ class AnnealStrategy(ForecastStrategy):
         A candidate out for another reason (a blow-up, a failed probe) ends nothing.
         With the training-loss objective only; a validation score has no error to read.
         With a ``prober`` it is asked between batches of ``parallel_probes``: with 2
-        or more in a batch, every rung of a 4-rung race runs.
+        or more in a batch, every rung of a 4-rung race runs. It ends, whatever the
+        objective, where the ladder reaches the range's floor (a range given that
+        cuts it short: no LR is raced twice).
         """
+        if not self.ladder_left():
+            return True
         probes = stage.probes
         if self.cfg.objective != "train_loss" or not (
             settings.RACE_MIN_PROBES <= len(probes) < stage.spec.probes

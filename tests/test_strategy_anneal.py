@@ -82,6 +82,18 @@ def test_a_given_range_is_narrowed_by_the_range_test(task):
     assert high == min(0.05, rec["best_lr"])
 
 
+def test_a_max_lr_that_cuts_the_ladder_races_each_lr_once_and_is_named(task):
+    _, _, free = _run(task, 800)
+    best = free.log.of_type("range_test")[0]["best_lr"]
+    cap = best / 2.5  # the ladder [best / 8, best] cut at best / 2.5: room for 3 rungs
+    with pytest.warns(RangeWarning, match=rf"above max_lr={cap}"):
+        _, _, tuner = _run(task, 800, {"min_lr": 1e-4, "max_lr": cap})
+    (decision,) = tuner.log.of_type("decision")
+    lrs = [c["lr"] for c in decision["candidates"]]
+    assert lrs == pytest.approx([cap, cap / 2, best / 8])
+    assert len(tuner.log.of_type("probe")) == 3
+
+
 def test_range_test_stops_when_a_plateau_gives_back_its_gain():
     test = RangeTest(steps=200)
     losses = [2.30] * 8 + [2.2, 2.0, 1.8, 1.7, 1.7, 1.9, 2.1, 2.25] + [2.3] * 30
