@@ -682,13 +682,7 @@ class AutoLRS:
         if spec.cost <= 0:
             self._enter_tail()
             return
-        if self._snapshot is not None and not finite_weights(self.model):
-            logger.warning(
-                "stage %d: the weights are non-finite; going back to the state of step %d",
-                self.stage_index,
-                self._snapshot.step,
-            )
-            self._restore(self._snapshot)
+        self._back_to_finite(f"stage {self.stage_index}")
         last = self.stage
         searched_before = last is not None and last.chosen_forecast is not None
         progress = self._progress()
@@ -744,6 +738,17 @@ class AutoLRS:
             self._start_exploit(spec.exploit_steps, from_probe=False)
             return
         self._search()
+
+    def _back_to_finite(self, where: str) -> None:
+        """Before a new snapshot is taken: non-finite weights (a finite loss is taken
+        before its update) go back to the last snapshot, never kept as the next one."""
+        if self._snapshot is not None and not finite_weights(self.model):
+            logger.warning(
+                "%s: the weights are non-finite; going back to the state of step %d",
+                where,
+                self._snapshot.step,
+            )
+            self._restore(self._snapshot)
 
     def _search(self) -> None:
         """Run the stage's search on until it needs the caller's steps or is decided.
@@ -1161,7 +1166,8 @@ class AutoLRS:
         low = stage.exploit_best
         if not stage.spec.cool or before is None or low is None or low >= before:
             return
-        if n - stage.best_at >= stage.guard_window:
+        # (A loss is taken before its update: the weights it leaves may not be finite.)
+        if n - stage.best_at >= stage.guard_window and finite_weights(self.model):
             self._snapshot, stage.best_at = self._capture_live(), n
 
     def _val_every(self) -> int:
@@ -1262,6 +1268,7 @@ class AutoLRS:
             self._finish()
             return
         self._anneal = AnnealState(start=self.global_step, steps=steps, lr=self.lr)
+        self._back_to_finite("the final decay")
         # The state the anneal starts from: where a non-finite anneal step goes back to.
         self._snapshot = self._capture_live()
         self.phase = Phase.ANNEAL

@@ -80,6 +80,44 @@ def test_a_run_whose_last_step_is_nan_ends_on_the_last_finite_state(task):
     assert _finite(model)
 
 
+def _overflow_run(task, overflow_at=None):
+    """A run whose update at step ``overflow_at`` leaves non-finite weights (its
+    gradient overflowed) after a finite loss: the loss handed to the tuner is taken
+    before its update. Returns the model, the tuner and the steps at which the hold
+    took its best state."""
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tuner = AutoLRS(model, opt, total_steps=400)
+    capture, held = tuner._capture_live, []
+
+    def watched():
+        if tuner.phase is Phase.EXPLOIT:
+            held.append(tuner.global_step)
+        return capture()
+
+    tuner._capture_live = watched
+    for batch in task.stream():
+        loss = train_step(model, opt, batch)
+        if tuner.global_step + 1 == overflow_at:
+            with torch.no_grad():
+                model[0].weight.fill_(math.inf)
+        tuner.step(loss)
+        if tuner.finished:
+            break
+    return model, tuner, held
+
+
+@pytest.mark.parametrize("where", ["final decay", "hold's best"])
+def test_non_finite_weights_after_a_finite_loss_are_never_kept_as_a_snapshot(task, where):
+    # The snapshot a rollback or a recovery goes back to is taken of the live weights:
+    # at the start of the final decay, and at the hold's best windowed loss.
+    _, clean, held = _overflow_run(task)
+    anneal = [r["step"] for r in clean.log.of_type("phase") if r["phase"] == "anneal"]
+    at = anneal[0] if where == "final decay" else held[0]
+    model, tuner, _ = _overflow_run(task, overflow_at=at)
+    assert tuner.finished and _finite(model)
+
+
 def test_nan_in_warmup_goes_back_to_the_start_not_into_a_snapshot(task):
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
