@@ -484,8 +484,9 @@ class AutoLRS:
 
         Used after an exception in the middle of a probe or of the range test,
         so the model never goes on from a probe's state. A probe or a range test
-        under way starts over (its steps so far stay counted). Returns False
-        when there is no snapshot.
+        under way starts over (its steps so far stay counted); cut in between two
+        probes, the search goes on with the next. Returns False when there is no
+        snapshot.
         """
         if self._snapshot is None:
             return False
@@ -493,6 +494,8 @@ class AutoLRS:
         self._dirty = False
         if self.phase is Phase.PROBE and self.probe is not None:
             self._start_probe(self.probe.lr)
+        elif self.phase is Phase.PROBE and self.stage is not None:
+            self._search()
         if self.phase is Phase.RANGE and self._range is not None:
             self._range = RangeTest(steps=self._range.steps)
             self._apply_lr(self._range.lr(0))

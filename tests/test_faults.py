@@ -303,6 +303,33 @@ def test_exception_before_a_probes_first_step_restores_the_snapshot(task):
     assert _same(_weights(model), snap)
 
 
+def test_an_exception_between_two_probes_leaves_a_tuner_that_searches_on(task):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tuner = AutoLRS(model, opt, total_steps=400)
+    propose, calls = tuner.strategy.propose, []
+
+    def interrupted(q):
+        calls.append(q)
+        if len(calls) == 2:  # as a Ctrl-C while the second candidate is chosen
+            raise KeyboardInterrupt
+        return propose(q)
+
+    tuner.strategy.propose = interrupted
+    stream = task.stream()
+    with pytest.raises(KeyboardInterrupt), tuner:
+        for batch in stream:
+            tuner.step(train_step(model, opt, batch))
+    assert tuner.phase is Phase.PROBE and tuner.probe is not None
+    for batch in stream:
+        tuner.step(train_step(model, opt, batch))
+        if tuner.finished:
+            break
+    assert tuner.finished and _finite(model)
+    (decision,) = tuner.log.of_type("decision")
+    assert len(decision["candidates"]) == len({c["lr"] for c in decision["candidates"]}) >= 3
+
+
 def test_a_tuner_reused_after_a_with_block_starts_the_probe_over(task):
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
