@@ -875,6 +875,12 @@ class AutoLRS:
                 out = check_outcome(answer, req, self._snapshot)
             except InputError as exc:
                 out = ProbeOutcome(train_losses=[], error=str(exc))
+            why = out.end_state and incompatibility(
+                out.end_state, self.model, self.optimizer, self.extra_state
+            )
+            if why:  # scored, but never restored into the user's model and optimizer
+                logger.warning("probe at lr=%g: its end state is not kept (%s)", req.lr, why)
+                out.end_state = None
             probe = ProbeRecord(lr=req.lr, train_losses=list(out.train_losses))
             self.global_step += probe.steps
             self.search_steps += probe.steps

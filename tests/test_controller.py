@@ -387,6 +387,30 @@ def test_local_prober_restores_after_a_failing_probe(task):
     assert tuner.phase is Phase.EXPLOIT
 
 
+def test_a_backend_end_state_that_does_not_fit_the_optimizer_is_never_restored(task):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+    class Garbled(LocalProber):
+        def run(self, snapshot, requests):
+            outs = super().run(snapshot, requests)
+            for out in outs:
+                for state in out.end_state.optimizer["state"].values():
+                    state["momentum_buffer"] = torch.zeros(3)  # no parameter's shape
+            return outs
+
+    prober = Garbled(model, opt, train_step, lambda s, i: task.stream())
+    tuner = AutoLRS(
+        model, opt, min_lr=1e-3, max_lr=1.0, total_steps=400, prober=prober, strategy="forecast"
+    )
+    assert tuner.phase is Phase.EXPLOIT and not tuner.log.of_type("decision")[0]["from_probe"]
+    for batch in task.stream():  # the user's optimizer steps on
+        tuner.step(train_step(model, opt, batch))
+        if tuner.global_step >= 200:
+            break
+    assert all(s["momentum_buffer"].shape == p.shape for p, s in opt.state.items())
+
+
 def test_no_budget_uses_paper_stage_sizes():
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
