@@ -209,7 +209,7 @@ class AutoLRSConfig:
     range_steps: int | None = option(
         None,
         "steps of the LR range test (run when min_lr or max_lr is None, and by strategy "
-        "`anneal`); default 2% of total_steps, at least 40",
+        "`anneal`); default 2% of total_steps, at least 40 (100 without total_steps)",
         integer(8),
         optional=True,
     )
@@ -243,7 +243,11 @@ class AutoLRSConfig:
         forecast_only=True,
     )
     tau_probe: int | None = option(
-        None, "probe length in steps (default `probe_fraction * tau`)", integer(1), optional=True
+        None,
+        "probe length in steps at its LR (default: with strategy `anneal`, 2% of total_steps, "
+        "at least `min_probe_steps`, then a cooldown; with `forecast`, `probe_fraction * tau`)",
+        integer(1),
+        optional=True,
     )
     probe_fraction: float = option(
         PAPER_PROBE_FRACTION,
@@ -256,7 +260,9 @@ class AutoLRSConfig:
     )
     probes: int | None = option(
         None,
-        "candidate LRs probed per stage (AutoLRS: 10; 3 with a budget)",
+        "candidate LRs probed per stage (default: with strategy `anneal`, 4, the race's "
+        "rungs, of which it may run fewer; with `forecast`, 3 with a budget, 10 (AutoLRS) "
+        "without one)",
         integer(1),
         optional=True,
     )
@@ -274,7 +280,9 @@ class AutoLRSConfig:
     )
     val_every: int = option(
         5,
-        "probe steps between validation evaluations (at most a quarter of `tau_probe`)",
+        "with strategy `forecast`: probe steps between validation evaluations (at most a "
+        "quarter of `tau_probe`); the annealed race evaluates once, after each probe's "
+        "cooldown",
         integer(1),
     )
     warmup_steps: int = option(
@@ -282,7 +290,8 @@ class AutoLRSConfig:
     )
     warmup_lr: float | None = option(
         None,
-        "LR reached at the end of warmup (default: geometric mean of `min_lr` and `max_lr`)",
+        "LR reached at the end of warmup (default: geometric mean of the search range, "
+        "`min_lr` and `max_lr` as the range test narrowed or found them)",
         positive,
         optional=True,
     )
@@ -399,7 +408,8 @@ class AutoLRSConfig:
 
     @property
     def n_probes(self) -> int:
-        """Probes per stage: the given value, else 10 (paper) without a budget, 3 with one."""
+        """Probes per stage: the given value, else 4 (the race's rungs) with strategy
+        ``anneal``; with ``forecast``, 10 (paper) without a budget, 3 with one."""
         if self.probes is not None:
             return self.probes
         if self.strategy == "anneal":

@@ -1,19 +1,31 @@
 """The stage plan: how long each stage exploits and probes.
 
-AutoLRS (no budget): ``tau`` starts at 1000 and doubles each stage up to 8000,
-``tau_probe = tau / 10``, 10 probes a stage. With ``total_steps`` the plan is
-sized from the budget: four growing stages (``tau0, 2 tau0, 4 tau0, 8 tau0`` at
-``growth = 2``) cover the steps left after warmup and the final anneal, probe
-steps included, and the last stage absorbs whatever remains.
+With ``total_steps`` the range test, the warmup and the final decay come out of
+the budget first; the stages share the steps left.
+
+- Strategy ``anneal`` (the default with a budget): one stage, the race of
+  ``n_probes`` probes (each 2% of the budget at its LR, at least
+  ``min_probe_steps``, then a cooldown ``cooldown_fraction`` times as long), its
+  winner held until the final decay.
+- Strategy ``forecast`` with a budget: four growing stages (``tau0, 2 tau0,
+  4 tau0, 8 tau0`` at ``growth = 2``) cover the steps left, probe steps included,
+  and the last stage absorbs whatever remains. Without a budget, AutoLRS's plan:
+  ``tau`` starts at 1000 and doubles each stage up to 8000, ``tau_probe = tau /
+  10``, 10 probes a stage.
+
+A budget too small for one stage is a :class:`~autolr.errors.ConfigError` that
+names what takes the steps and about how large a ``total_steps`` the other
+options need.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 from autolr import config as settings
-from autolr.config import PAPER_TAU, PAPER_TAU_MAX, AutoLRSConfig
+from autolr.config import MAX_STEPS, PAPER_TAU, PAPER_TAU_MAX, AutoLRSConfig
 from autolr.errors import ConfigError
 
 GROWING_STAGES = 4
@@ -57,7 +69,9 @@ class StageSpec:
 class StagePlan:
     """Computes each stage's lengths from the config and the steps still available."""
 
-    def __init__(self, config: AutoLRSConfig) -> None:
+    def __init__(self, config: AutoLRSConfig, *, explain: bool = True) -> None:
+        """Raises :class:`ConfigError` when the budget holds no stage; ``explain=False``
+        leaves the requirement out of the message (used to search for it)."""
         self.config = config
         self.probes = config.n_probes
         self.fraction = config.probe_fraction
@@ -69,11 +83,7 @@ class StagePlan:
                 )
             first = self._anneal_stage(0, self.available_steps)
             if first.probes == 0:
-                raise ConfigError(
-                    f"total_steps={config.total_steps} is too small for strategy='anneal': "
-                    f"{self.probes} probes need about {self.probes * 3 * config.min_probe_steps} "
-                    "steps plus the hold (fewer probes=, or strategy='forecast')"
-                )
+                raise ConfigError(self._anneal_too_small() if explain else "too small")
             self.tau0 = self.tau_max = first.tau
             return
         if config.total_steps is None:
@@ -95,18 +105,90 @@ class StagePlan:
             if config.tau is not None and available < first.cost:
                 raise ConfigError(
                     f"tau={config.tau} does not fit total_steps={config.total_steps}: one stage "
-                    f"at that tau takes {first.cost} steps and {available} are left after "
-                    "warmup and anneal; pass a smaller tau, or none (it is then sized from "
-                    "the budget)"
+                    f"at that tau takes {first.cost} steps and {max(available, 0)} are left "
+                    f"after {self._taken()}; pass a smaller tau, or none (it is then sized "
+                    "from the budget)"
                 )
             if available < first.cost or first.tau_probe < config.min_probe_steps:
-                need = self._minimal_cost()
+                if not explain:
+                    raise ConfigError("too small")
+                probes = _count(self.probes, "probe")
                 raise ConfigError(
                     f"total_steps={config.total_steps} is too small for one stage: "
-                    f"{self.probes} probes of at least {config.min_probe_steps} steps plus the "
-                    f"exploit need about {need} steps after warmup "
-                    f"({config.warmup_steps}) and the final anneal ({config.anneal_steps})"
+                    f"{probes} of at least {config.min_probe_steps} steps plus the "
+                    f"exploit need about {self._minimal_cost()} steps, and "
+                    f"{max(available, 0)} are left after {self._taken()}; "
+                    + self._budget_needed(self._forecast_hint())
                 )
+
+    def _taken(self) -> str:
+        """What comes out of the budget before the stages, for error messages."""
+        cfg = self.config
+        assert cfg.total_steps is not None
+        given = cfg.range_steps is not None and cfg.needs_range_test
+        test = f"range_steps={cfg.n_range_steps}" if given else str(cfg.n_range_steps)
+        share = cfg.anneal_steps / cfg.total_steps
+        decay = f"{cfg.anneal_steps}, {share:.0%} of the budget"
+        if cfg.anneal_fraction is not None:
+            decay += f": anneal_fraction={cfg.anneal_fraction:g}"
+        warmup = f"warmup_steps={cfg.warmup_steps}" if cfg.warmup_steps else "0"
+        taken = f"the warmup ({warmup}) and the final decay ({decay})"
+        return f"the range test ({test}), {taken}" if cfg.n_range_steps else taken
+
+    def _forecast_hint(self) -> str:
+        skip = "min_lr and max_lr to skip the range test, " if self.config.n_range_steps else ""
+        return f"give {skip}fewer probes= or a smaller min_probe_steps"
+
+    def _anneal_too_small(self) -> str:
+        cfg = self.config
+        assert cfg.total_steps is not None
+        tp, cool = self._race_probe()
+        if cfg.tau_probe is not None:
+            length = f"tau_probe={tp} steps"
+        else:
+            length = (
+                f"{tp} steps (2% of the budget, at least min_probe_steps={cfg.min_probe_steps})"
+            )
+        cooldown = f"a {cool}-step cooldown"
+        if cfg.cooldown_fraction != 1.0:
+            cooldown += f" (cooldown_fraction={cfg.cooldown_fraction:g})"
+        probes = _count(self.probes, "probe")
+        return (
+            f"total_steps={cfg.total_steps} is too small for strategy='anneal': "
+            f"{max(self.available_steps, 0)} steps are left after {self._taken()}, and the "
+            f"race needs more than {self.probes * (tp + cool) + tp}: {probes} of "
+            f"{length} at their LR and {cooldown} each, then a hold longer than one probe; "
+            + self._budget_needed(
+                "fewer probes=, a smaller cooldown_fraction or anneal_fraction, or "
+                "strategy='forecast'"
+            )
+        )
+
+    def _budget_needed(self, hint: str) -> str:
+        """About the smallest ``total_steps`` whose plan fits, the other options as
+        given, and ``hint`` (what else to change) for the end of an error message."""
+
+        def fits(total: int) -> bool:
+            try:
+                StagePlan(dataclasses.replace(self.config, total_steps=total), explain=False)
+            except ConfigError:
+                return False
+            return True
+
+        assert self.config.total_steps is not None
+        low = self.config.total_steps  # does not fit
+        high = min(2 * low, MAX_STEPS)
+        while not fits(high):
+            if high >= MAX_STEPS:
+                return (
+                    "no total_steps fits these options: their shares of the budget add up to "
+                    f"more than all of it ({hint})"
+                )
+            low, high = high, min(2 * high, MAX_STEPS)
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (low, mid) if fits(mid) else (mid, high)
+        return f"these options need total_steps of about {high} or more ({hint})"
 
     @property
     def available_steps(self) -> int:
@@ -121,14 +203,18 @@ class StagePlan:
             return min(self.config.tau_probe, tau)
         return max(1, int(round(tau * self.fraction)))
 
+    def _race_probe(self) -> tuple[int, int]:
+        """A race probe's steps at its LR and its cooldown's steps."""
+        assert self.config.total_steps is not None
+        held = round(settings.RACE_PROBE_FRACTION * self.config.total_steps)
+        tp = self.config.tau_probe or max(self.config.min_probe_steps, held)
+        return tp, max(2, round(self.config.cooldown_fraction * tp))
+
     def _anneal_stage(self, index: int, remaining: int | None) -> StageSpec:
         """The annealed strategy's plan: one race of ``probes`` candidates, each
         ``tau_probe`` steps then a cooldown, and the winner held to the decay."""
-        assert remaining is not None and self.config.total_steps is not None
-        total = self.config.total_steps
-        held = round(settings.RACE_PROBE_FRACTION * total)
-        tp = self.config.tau_probe or max(self.config.min_probe_steps, held)
-        cool = max(2, round(self.config.cooldown_fraction * tp))
+        assert remaining is not None
+        tp, cool = self._race_probe()
         search = self.probes * (tp + cool)
         if index > 0 or remaining <= search + tp:
             return StageSpec(index, max(remaining, 0), 0, 0, max(remaining, 0), final=True)
@@ -195,3 +281,7 @@ class StagePlan:
                 final=True,
             )
         return spec
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

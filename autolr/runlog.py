@@ -38,6 +38,8 @@ Schema versions (:data:`SCHEMA_VERSION` is written, :data:`READ_VERSIONS` are re
   reads only version 1 refuses a version-2 log instead of misreading it.
 - **3**: version 2 and ``stage_start.level``, the start loss and noise a stage
   judges against (an annealed race reads them from the range test's first steps).
+- **4**: version 3 and ``rollback.back_to``, the step of the state a rollback
+  went back to.
 """
 
 from __future__ import annotations

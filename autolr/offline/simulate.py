@@ -144,7 +144,10 @@ def simulate_nqm(
         log_path: where to write the run log (None: in memory).
         optimal_chunks: pieces of the optimal schedule.
         compare: compute the optimal schedule (False: the ``optimal_*`` fields are NaN).
-        options: other :class:`autolr.AutoLRS` options (``forecaster``, ``probes``, ...).
+        options: other :class:`autolr.AutoLRS` options (``forecaster``, ``probes``, ...);
+            ``loss_floor`` defaults to None here, so forecasts are not floored at 0:
+            the minibatch loss can be negative (its noise term ``xi . theta`` takes
+            either sign).
 
     Raises:
         ConfigError: bad settings.
@@ -160,8 +163,9 @@ def simulate_nqm(
         Path(log_path).unlink(missing_ok=True)
     options.setdefault("seed", seed)
     options.setdefault("gp_device", "cpu")
+    options.setdefault("loss_floor", None)  # a minibatch loss can be below 0
     if isinstance(options.get("forecaster"), str):  # a name, as the command line gives it
-        named = {"name": options["forecaster"], "min_value": options.get("loss_floor", 0.0)}
+        named = {"name": options["forecaster"], "min_value": options["loss_floor"]}
         options["forecaster"] = make_forecaster(named)
     tuner = AutoLRS(
         model,
