@@ -210,7 +210,7 @@ class AutoLRSConfig:
         None,
         "steps of the LR range test (run when min_lr or max_lr is None, and by strategy "
         "`anneal`); default 2% of total_steps, at least 40 (100 without total_steps)",
-        integer(8),
+        integer(16),  # twice the ramp's first steps that read the start level and noise
         optional=True,
     )
     decay_shape: str | None = option(

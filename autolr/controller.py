@@ -73,7 +73,7 @@ from autolr.probing import (
     stop_reason,
 )
 from autolr.proposer import Proposer
-from autolr.rangetest import RangeTest
+from autolr.rangetest import WARM, RangeTest
 from autolr.runlog import (
     DECISION,
     EXPLOIT_END,
@@ -575,8 +575,19 @@ class AutoLRS:
         self.search_steps += 1
         reason = test.add(self.current_lr, value)
         if reason is None:
+            if not math.isfinite(value):
+                self._back_to_finite("range test")
             self._apply_lr(test.lr(len(test.losses)))
             return
+        read = sum(v is not None for v in test.losses)
+        if read <= WARM:
+            warnings.warn(
+                f"the LR range test stopped after {len(test.losses)} steps ({reason}) with "
+                f"{read} finite losses, too few to read a range from (its LR "
+                f"{test.best_lr:.3g} is no reading): pass min_lr and max_lr",
+                RangeWarning,
+                stacklevel=4,
+            )
         low, high = test.search_range(self.config)
         logger.info(
             "range test: %d steps (%s); best lr %.3g; search range [%.3g, %.3g]",

@@ -63,9 +63,13 @@ class RangeTest:
         self.lrs.append(lr)
         if not math.isfinite(value):
             self.losses.append(None)
-            return "non-finite loss"
+            # An LR this small cannot make a loss non-finite: a bad batch did (the
+            # controller puts non-finite weights back). Many such: the run is broken.
+            if lr > STILL or self.losses.count(None) > WARM:
+                return "non-finite loss"
+            return "end of the ramp" if len(self.losses) >= self.steps else None
         self.losses.append(value)
-        n = len(self.losses)
+        n = sum(v is not None for v in self.losses)
         if n == WARM:
             finite = [v for v in self.losses if v is not None]
             self.start = self.ema = self.low = statistics.fmean(finite)
@@ -80,7 +84,7 @@ class RangeTest:
             # Only a clear gain (beyond the start's noise) can be given back.
             if gain > 2 * self.noise and self.ema - self.low > GIVEBACK * gain:
                 return "no progress: the loss gave back its gain"
-        if n >= self.steps:
+        if len(self.losses) >= self.steps:
             return "end of the ramp"
         return None
 

@@ -94,6 +94,33 @@ def test_a_max_lr_that_cuts_the_ladder_races_each_lr_once_and_is_named(task):
     assert len(tuner.log.of_type("probe")) == 3
 
 
+def test_a_bad_batch_at_the_ramp_s_tiny_lr_is_passed_over_not_read_as_a_blow_up(task):
+    def run(nan_at=None, **kw):
+        model = make_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        tuner = AutoLRS(model, opt, total_steps=800, **kw)
+        for batch in task.stream():
+            loss = train_step(model, opt, batch)
+            if tuner.global_step + 1 == nan_at:
+                loss = float("nan")
+                with torch.no_grad():  # as its update would have left them
+                    model[0].weight.fill_(math.nan)
+            tuner.step(loss)
+            if tuner.phase is not Phase.RANGE:
+                return tuner, model
+
+    clean, _ = run()
+    tuner, model = run(nan_at=3)
+    (test,) = tuner.log.of_type("range_test")
+    assert test["losses"][2] is None and test["best_lr"] == pytest.approx(
+        clean.log.of_type("range_test")[0]["best_lr"], rel=0.5
+    )
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    # Past the tiny LRs a non-finite loss ends the ramp; too few losses read: named.
+    with pytest.warns(RangeWarning, match="too few to read a range from"):
+        run(nan_at=6, range_steps=16)
+
+
 def test_range_test_stops_when_a_plateau_gives_back_its_gain():
     test = RangeTest(steps=200)
     losses = [2.30] * 8 + [2.2, 2.0, 1.8, 1.7, 1.7, 1.9, 2.1, 2.25] + [2.3] * 30
