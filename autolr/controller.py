@@ -1505,7 +1505,7 @@ class AutoLRS:
             raise StateError(f"AutoLRS state is missing the key {exc}") from exc
         except (TypeError, ValueError, AttributeError) as exc:
             raise StateError(f"AutoLRS state is malformed: {exc}") from exc
-        for label, found in (("snapshot", snap), ("winner", win)):
+        for label, found in (("snapshot", snap), ("winner", win), ("precool", new["_precool"])):
             why = (
                 incompatibility(found, self.model, self.optimizer, self.extra_state)
                 if found

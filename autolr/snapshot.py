@@ -192,6 +192,14 @@ def incompatibility(
                     )
     if set(extras or {}) - set(snapshot.extras):
         return f"extra state {sorted(set(extras or {}) - set(snapshot.extras))} is not saved"
+    if snapshot.rng:
+        now = get_rng_state()
+        try:  # the setters are the check: tried, then the states as they were put back
+            set_rng_state(snapshot.rng)
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+            return f"its RNG state is malformed ({type(exc).__name__}: {exc})"
+        finally:
+            set_rng_state(now)
     return None
 
 

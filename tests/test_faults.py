@@ -231,7 +231,13 @@ def _broken_states(state, task):
     missing = {k: v for k, v in state.items() if k != "recent"}
     bad_stage = {**state, "stage": {"spec": {"index": "x"}}}
     bad_snapshot = {**state, "snapshot": {"model": 3}}
+    rng = {k: v for k, v in state["snapshot"]["rng"].items() if k != "numpy"}
+    bad_rng = {**state, "snapshot": {**state["snapshot"], "rng": rng}}
+    other = shape.state_dict()["snapshot"]
+    bad_precool = {**state, "precool": other}
     return [
+        (bad_rng, r"snapshot does not fit this run: its RNG state is malformed"),
+        (bad_precool, r"precool does not fit this run: model entry"),
         (truncated, r"missing the key"),
         (missing, r"missing the key 'recent'"),
         (bad_stage, r"malformed"),
