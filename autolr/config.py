@@ -139,10 +139,10 @@ def _is_device_name(name: Any) -> bool:
     if not isinstance(name, str):
         return False
     try:
-        torch.device(name)
+        device = torch.device(name)
     except (RuntimeError, ValueError):
         return False
-    return True
+    return device.type != "meta"  # holds no data
 
 
 def option(

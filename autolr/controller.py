@@ -287,6 +287,10 @@ class AutoLRS:
         # Held until construction succeeds: a failed one leaves no line in the file.
         self.log = RunLog(log_path, hold=True)
         self._snapshot_device = resolve_snapshot_device(model, self.config.snapshot_device)
+        if self._snapshot_device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(
+                f"snapshot_device={self.config.snapshot_device!r}, but CUDA is not available"
+            )
         self.initial_lrs = [float(g["lr"]) for g in groups]
         self.ratios = group_ratios(optimizer)
         self.phase = Phase.WARMUP

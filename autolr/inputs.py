@@ -7,6 +7,7 @@ instead; nothing here changes the model or the optimizer.
 from __future__ import annotations
 
 import itertools
+import math
 import numbers
 import warnings
 from collections.abc import Mapping
@@ -95,7 +96,7 @@ def loss_value(loss: Any) -> float:
     Raises:
         InputError: not a number, a one-element tensor or a one-element array.
     """
-    if isinstance(loss, bool):
+    if isinstance(loss, (bool, np.bool_)):
         raise InputError(f"loss must be a number or a one-element tensor, got {loss!r}")
     if isinstance(loss, torch.Tensor):
         if loss.numel() != 1:
@@ -103,10 +104,16 @@ def loss_value(loss: Any) -> float:
                 f"loss must be a number or a one-element tensor, got a tensor of shape "
                 f"{tuple(loss.shape)}"
             )
+        if loss.dtype == torch.bool or loss.is_complex():
+            raise InputError(f"loss must be a number or a one-element tensor, got {loss!r}")
         return float(loss.detach().float().item())
     if isinstance(loss, numbers.Real):
-        return float(loss)
-    if isinstance(loss, np.ndarray) and loss.size == 1:
+        try:
+            return float(loss)
+        except OverflowError:  # an int beyond a float: as a float, it is infinite
+            big: Any = loss
+            return math.inf if big > 0 else -math.inf
+    if isinstance(loss, np.ndarray) and loss.size == 1 and loss.dtype.kind in "iuf":
         return float(loss.reshape(-1)[0])
     raise InputError(
         f"loss must be a number or a one-element tensor, got {type(loss).__name__}: {loss!r}"

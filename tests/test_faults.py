@@ -391,6 +391,13 @@ def test_a_val_fn_that_raises_mid_probe_leaves_the_probe_consistent(task):
         ({"prober": object()}, ConfigError, r"prober must be a ProbeBackend .* got object"),
         ({"total_steps": 10**400}, ConfigError, r"total_steps must be at most"),
         ({"warmup_lr": 2.0}, ConfigError, r"warmup_lr must be at most max_lr"),
+        ({"snapshot_device": "meta"}, ConfigError, r"snapshot_device must be .* got 'meta'"),
+        pytest.param(
+            {"snapshot_device": "cuda"},
+            ConfigError,
+            r"snapshot_device='cuda', but CUDA is not available",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here"),
+        ),
     ],
 )
 def test_bad_parts_get_named_errors(kw, error, pattern, tmp_path):
@@ -416,6 +423,25 @@ def test_numpy_numbers_are_accepted():
     tuner.step(np.array([0.5]))
     tuner.step(np.float32(0.5))
     assert tuner.global_step == 2
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [np.array(["0.5"]), torch.tensor([1 + 2j]), torch.tensor(True), np.array([True]), "0.5"],
+)
+def test_a_loss_that_is_no_real_number_is_named(loss):
+    model = make_model()
+    tuner = AutoLRS(model, torch.optim.SGD(model.parameters(), lr=0.05), total_steps=400)
+    with pytest.raises(InputError, match="loss must be a number or a one-element"):
+        tuner.step(loss)
+    assert tuner.global_step == 0
+
+
+def test_an_integer_loss_beyond_a_float_is_an_infinite_loss(task):
+    model = make_model()
+    tuner = AutoLRS(model, torch.optim.SGD(model.parameters(), lr=0.05), total_steps=400)
+    tuner.step(10**400)  # as any infinite loss: the range test goes on or stops, no crash
+    assert tuner.global_step == 1 and tuner.log.of_type("range_test") == []
 
 
 def test_negative_losses_with_the_default_floor_give_a_hint():
