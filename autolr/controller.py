@@ -185,9 +185,10 @@ class AutoLRS:
             min_lr, max_lr, total_steps: options (below), also taken by position.
             val_fn: optional ``() -> float`` validation loss. When given, the
                 objective is the validation loss: evaluated once at the stage
-                snapshot (``t = 0`` of every probe), every ``val_every`` probe steps
-                and at each probe's end; else the training loss of every step.
-                It must leave the model in training mode.
+                snapshot (``t = 0`` of every probe) and at each probe's end (the
+                annealed race's: after its cooldown), and with the ``forecast``
+                strategy every ``val_every`` probe steps; else the training loss of
+                every step. It must leave the model in training mode.
             extra_state: other objects with ``state_dict``/``load_state_dict`` to
                 snapshot and restore with the model (a ``GradScaler``, say).
             log_path: JSON-lines run log to append to (None: in memory only, see ``log``).
@@ -203,9 +204,9 @@ class AutoLRS:
             proposer: a :class:`autolr.proposer.Proposer` for the ``forecast``
                 strategy (default: the GP over ``[min_lr, max_lr]``).
             trace: keep the LR, loss and phase of every step in memory (17 bytes a step).
-        watch_lr: warn when other code (an LR scheduler on the same optimizer)
-            changes the LR autolr set. Adapters that manage the framework's
-            scheduler themselves turn it off.
+            watch_lr: warn when other code (an LR scheduler on the same optimizer)
+                changes the LR autolr set. Adapters that manage the framework's
+                scheduler themselves turn it off.
             **options: the settings of :class:`autolr.config.AutoLRSConfig`:
 
     {options}
@@ -1396,7 +1397,8 @@ class AutoLRS:
     def state_dict(self) -> dict[str, Any]:
         """The controller's state: plain data, plus the snapshots' tensors.
 
-        Everything but ``"snapshot"`` and ``"winner"`` is JSON-friendly. Save it
+        Everything but ``"snapshot"``, ``"winner"`` and ``"precool"`` (a race
+        probe's state before its cooldown) is JSON-friendly. Save it
         with ``torch.save`` beside the model and optimizer; a run restored from
         it continues the current stage's search where it stopped.
         """

@@ -69,7 +69,7 @@ class AutoLRSCallback(Callback):
 
     The LR, stage and phase of each step go to the trainer's loggers as
     ``autolr/lr`` (LR of the first param group), ``autolr/stage`` and
-    ``autolr/phase`` (0 warmup, 1 probe, 2 exploit, 3 anneal, 4 done), every
+    ``autolr/phase`` (0 warmup, 1 probe, 2 exploit, 3 anneal, 4 done, 5 range test), every
     ``log_every_n_steps`` like any metric; ``autolr/lr`` and ``autolr/phase``
     are in the progress bar too.
 
