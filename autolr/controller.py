@@ -315,7 +315,7 @@ class AutoLRS:
         self._anneal: AnnealState | None = None
         # Steps of the final decay: as planned, until a search decides it.
         self.decay_steps = self.config.anneal_steps
-        self._batch_cache: tuple[int, list[Any]] = (-1, [])
+        self._batch_cache: tuple[int, dict[int, Any]] = (-1, {})
         self._warned_done = False
         # Each warning of outside changes is given once.
         self._unwarned = {"lr", "floor"} if watch_lr else {"floor"}
@@ -523,24 +523,26 @@ class AutoLRS:
         During a stage's search the first probe's batches are cached and replayed
         for the others, so probes differ by their LR and not by their data. The
         cache lives on the tuner (it survives a new epoch's iterator) and is not
-        saved in ``state_dict``. Stops when the budget is spent.
+        saved in ``state_dict``: after a resume in the middle of a search, the
+        probes take fresh batches for the steps the cache lost, each at its step.
+        Stops when the budget is spent.
         """
         it = iter(iterable)
         while not self.finished:
             if self.phase is Phase.PROBE and self.probe is not None:
                 stage, cache = self._batch_cache
                 if stage != self.stage_index:
-                    cache = []
+                    cache = {}
                     self._batch_cache = (self.stage_index, cache)
                 i = self.probe.steps
-                if i < len(cache):
+                if i in cache:
                     yield cache[i]
                     continue
                 try:
                     batch = next(it)
                 except StopIteration:
                     return
-                cache.append(batch)
+                cache[i] = batch
                 yield batch
             else:
                 try:
@@ -1542,7 +1544,7 @@ class AutoLRS:
         for name, value in new.items():
             setattr(self, name, value)
         self._snapshot, self._winner = snap, win
-        self._batch_cache = (-1, [])
+        self._batch_cache = (-1, {})
         self.apply_lr()
         self.log.write(PHASE, self.global_step, phase=PHASE_RESUME, lr=self.lr)
 

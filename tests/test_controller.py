@@ -317,6 +317,31 @@ def test_common_batches_give_every_probe_the_same_data(task):
     assert len(stage0) > 1 and all(v == stage0[0] for v in stage0)
 
 
+def test_common_batches_after_a_resume_mid_probe_keep_each_batch_at_its_step(task):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=400)
+    counter = iter(range(10**6))
+    data = ((i, task.batch_at(i)) for i in counter)
+    for _, b in tuner.batches(data):
+        tuner.step(train_step(model, opt, b))
+        if tuner.probe is not None and tuner.probe.steps == 5:
+            break
+    resumed = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=400)
+    resumed.load_state_dict(tuner.state_dict())
+    seen: dict[int, dict[int, int]] = {}
+    for i, b in resumed.batches(data):
+        if resumed.phase is Phase.PROBE and resumed.stage_index == 0:
+            seen.setdefault(len(resumed.log.of_type("probe")), {})[resumed.probe.steps] = i
+        resumed.step(train_step(model, opt, b))
+        if resumed.stage_index > 0 or resumed.phase is not Phase.PROBE and seen:
+            break
+    first, *others = seen.values()
+    assert min(first) == 5 and others
+    for steps in others:  # the steps the resumed probe ran: its batches, at those steps
+        assert all(steps[k] == first[k] for k in first if k in steps)
+
+
 def test_local_prober_backend_matches_inline_decisions(task):
     steps = 400
 
