@@ -202,6 +202,22 @@ def test_replay_of_a_log_cut_mid_run(logs: dict[str, Path], tmp_path: Path) -> N
     assert result.stopped is not None and "probe 1." in result.stopped
 
 
+@pytest.mark.parametrize("strategy", ["anneal", "forecast"])
+def test_replay_of_a_run_killed_in_its_range_test(tmp_path: Path, strategy: str) -> None:
+    # No range given: the range is known only once the range test ends.
+    path = tmp_path / "killed.jsonl"
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tuner = AutoLRS(model, opt, total_steps=2000, strategy=strategy, log_path=path)
+    for batch in Regression(seed=0).stream():
+        tuner.step(train_step(model, opt, batch))
+        if tuner.global_step == 10:
+            break
+    result = replay_run(path)
+    assert result.matches and result.stopped is not None and "range test" in result.stopped
+    assert main(["replay", str(path)]) == 0
+
+
 # ------------------------------------------------------------------ what-if
 
 

@@ -141,16 +141,19 @@ def controller_kwargs(run: LoggedRun, overrides: Mapping[str, Any] | None = None
     return kwargs
 
 
-def build_proposer(run: LoggedRun, kwargs: Mapping[str, Any]) -> GPProposer:
+def build_proposer(run: LoggedRun, kwargs: Mapping[str, Any]) -> GPProposer | None:
     """The run's GP proposer, with the acquisition it logged (its ``run_start.strategy``,
-    or the ``acquisition`` setting of older logs)."""
+    or the ``acquisition`` setting of older logs); None while no range is known (a log
+    cut in its range test: the controller builds one when the range is set)."""
     options = {k: v for k, v in kwargs.items() if k not in PARTS}
     config = AutoLRS.check_options(
         options.pop("min_lr", None), options.pop("max_lr", None), options.pop("total_steps", None),
         options,
     )  # fmt: skip
     tests = run.of_type(RANGE_TEST)  # the range the run's range test set
-    low, high = tests[0]["lr_range"] if tests else (None, None)
+    low, high = tests[0]["lr_range"] if tests else (config.min_lr, config.max_lr)
+    if low is None or high is None:
+        return None
     proposer = default_proposer(config, low, high)
     logged = (run.start.get("strategy") or {}).get("proposer") or {}
     proposer.acquisition = str(logged.get("acquisition", run.config.get("acquisition", "ei")))

@@ -218,7 +218,9 @@ def replay_run(run: LoggedRun | str | Path, *, max_mismatches: int = 20) -> Repl
     backend = run.prober is not None
     stopped: str | None = None
     kwargs = controller_kwargs(run)
-    kwargs["proposer"] = build_proposer(run, kwargs)
+    proposer = build_proposer(run, kwargs)
+    if proposer is not None:
+        kwargs["proposer"] = proposer
     try:
         kwargs["forecaster"] = build_forecaster(run)
     except ConfigError as exc:
