@@ -15,6 +15,7 @@ from autolr.offline.importers import (
     LossLog,
     detect_format,
     load_loss_log,
+    read_autolr_log,
     read_jsonl,
     read_lightning_csv,
     read_table_csv,
@@ -270,3 +271,19 @@ def test_cli_forecast_eval_on_a_bad_file_exits_2(tmp_path: Path, capsys) -> None
     assert main(["forecast-eval", str(path)]) == 2
     err = capsys.readouterr().err
     assert "autolr forecast-eval: error:" in err and "line 3" in err and "Traceback" not in err
+
+
+def test_an_annealed_run_s_curve_holds_its_winner_s_steps_at_its_lr_not_its_cooldown() -> None:
+    # The hold goes on from the winner's state before its cooldown: the cooldown is
+    # put back, and is no part of the kept model's way.
+    path = Path(__file__).parent / "fixtures" / "runlogs" / "digits_anneal.jsonl"
+    from autolr.offline.logs import load_run
+
+    stage = load_run(path).stages[0]
+    assert stage.start["cool"] > 0 and stage.decisions[-1]["from_probe"]
+    winner = next(p for p in stage.probes if p["lr"] == stage.decisions[-1]["lr"])
+    log = read_autolr_log(path)
+    held = winner["train_losses"][: stage.start["tau_probe"]]
+    assert len(log.steps) == len(held) + len(stage.exploit_end["losses"])
+    assert list(log.loss[: len(held)]) == pytest.approx(held)
+    assert list(log.loss[len(held) :]) == pytest.approx(stage.exploit_end["losses"])

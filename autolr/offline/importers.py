@@ -526,8 +526,10 @@ def read_autolr_log(path: str | Path) -> LossLog:
     the winning probe's steps when its end state was kept (``from_probe``), then
     the steps of the exploit that ran to its end. ``steps`` counts those steps
     only (the training progress of the kept model, from 1), so a probe's steps
-    leave no gap; ``lr`` is the LR of each. The anneal's losses are not logged.
-    A resumed run's log is read as its logical run (:func:`autolr.offline.load_run`).
+    leave no gap; ``lr`` is the LR of each. An annealed race's winner counts its
+    steps at its LR, not its cooldown (the hold goes on from before it); the final
+    decay's losses (``run_end.anneal_losses``) are left out. A resumed run's log
+    is read as its logical run (:func:`autolr.offline.load_run`).
 
     Raises:
         LogFormatError: the run log cannot be read, or holds no such loss.
@@ -557,7 +559,9 @@ def read_autolr_log(path: str | Path) -> LossLog:
         if last is not None and last.get("from_probe"):
             winner = next((q for q in st.probes if q["lr"] == last["lr"]), None)
         if winner is not None:
-            for v in winner["train_losses"]:
+            # An annealed race's winner goes on from its state before its cooldown.
+            held = int(st.start["tau_probe"]) if st.start.get("cool") else None
+            for v in winner["train_losses"][:held]:
                 step += 1
                 points.append((step, math.nan if v is None else float(v)))
                 lr_points.append((step, float(winner["lr"])))
