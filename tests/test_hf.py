@@ -302,6 +302,17 @@ def test_resume_mid_probe_continues_the_same_search(tmp_path):
     assert result.matches and result.stopped is None, [m.describe() for m in result.mismatches]
 
 
+def test_resume_from_a_checkpoint_outside_the_output_dir_continues_the_search(tmp_path):
+    # The path given to trainer.train reaches no callback: it is found on the stack.
+    _, _, rec, _ = train(tmp_path, save_strategy="steps", save_steps=7, dropout=0.1)
+    other = tmp_path / "elsewhere"
+    _, _, rec2, _ = train(
+        other, dropout=0.1, save_strategy="no", resume=str(tmp_path / "checkpoint-7")
+    )
+    assert rec2.at_begin == rec.at_save[7]
+    assert rec2.used == rec.used[7:]
+
+
 def test_max_steps_too_small_for_one_stage(tmp_path):
     cb = AutoLRSCallback(min_lr=1e-4, max_lr=1e-1)
     trainer = Trainer(

@@ -501,9 +501,9 @@ class AutoLRSCallback(TrainerCallback):
     def _find_state(self, args: TrainingArguments, state: TrainerState) -> dict[str, Any] | None:
         """The saved state for the step the Trainer resumes at, or None."""
         candidates = [_checkpoint_dir(args.output_dir, state.global_step)]
-        given = getattr(args, "resume_from_checkpoint", None)
-        if isinstance(given, str):
-            candidates.insert(0, given)
+        for given in (getattr(args, "resume_from_checkpoint", None), _resumed_from()):
+            if isinstance(given, str):
+                candidates.insert(0, given)
         for folder in candidates:
             path = os.path.join(folder, STATE_FILE)
             if not os.path.isfile(path):
@@ -568,6 +568,20 @@ def _calling_trainer() -> Any:
         owner = frame.f_locals.get("self")
         if isinstance(owner, Trainer):
             return owner
+    return None
+
+
+def _resumed_from() -> str | None:
+    """The checkpoint given to ``trainer.train(resume_from_checkpoint=...)``: a local of
+    the Trainer's training loop up the call stack (it reaches no callback), or None."""
+    frame = inspect.currentframe()
+    for _ in range(8):
+        frame = frame.f_back if frame is not None else None
+        if frame is None:
+            return None
+        found = frame.f_locals.get("resume_from_checkpoint")
+        if isinstance(frame.f_locals.get("self"), Trainer) and isinstance(found, str):
+            return found
     return None
 
 
