@@ -427,6 +427,13 @@ def test_resume_from_a_checkpoint_without_autolr_state_starts_a_new_search(tmp_p
     assert_used_is_decided(rec, STEPS)
 
 
+def test_a_resume_without_autolr_state_names_the_steps_left_when_they_are_too_few(tmp_path):
+    args = make_args(tmp_path, max_steps=30, save_strategy="steps", save_steps=20)
+    Trainer(model=make_model(), args=args, train_dataset=Sequences()).train()
+    with pytest.raises(ConfigError, match=r"the 10 steps left of the Trainer's max_steps=30"):
+        train(tmp_path, max_steps=30, resume=str(tmp_path / "checkpoint-20"))
+
+
 @pytest.mark.slow
 def test_the_annealed_strategy_needs_no_range_and_resumes_mid_race(tmp_path):
     # No min_lr/max_lr: the range test (at most 40 steps), a race of 3 probes of 5 steps

@@ -276,9 +276,12 @@ class AutoLRSCallback(TrainerCallback):
                 **{"watch_lr": False, **self.options},
             )
         except ConfigError as exc:
-            if self.total_steps is None and "too small" in str(exc):
+            if self.total_steps is None and ("too small" in str(exc) or "not fit" in str(exc)):
+                budget = f"the Trainer's max_steps={state.max_steps}"
+                if total < state.max_steps:  # a resume with no autolr state: what is left
+                    budget = f"the {total} steps left of {budget} after step {state.global_step}"
                 raise ConfigError(
-                    f"{exc}; total_steps is the Trainer's max_steps={state.max_steps}: "
+                    f"{exc}; total_steps is {budget}: "
                     "train longer, or pass smaller tau/probes to AutoLRSCallback"
                 ) from exc
             raise
