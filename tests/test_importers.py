@@ -181,6 +181,14 @@ def test_hf_trainer_state(tmp_path: Path) -> None:
         load_loss_log(bad)
 
 
+def test_hf_rows_logged_in_autolr_s_range_test_or_probes_are_left_out(tmp_path: Path) -> None:
+    phases = {10: "range", 20: "probe", 30: "probe", 40: "exploit", 50: "anneal"}
+    history = [{"loss": curve(s), "step": s, "autolr_phase": p} for s, p in phases.items()]
+    path = tmp_path / "trainer_state.json"
+    path.write_text(json.dumps({"log_history": history}))
+    assert read_trainer_state(path).steps == [40, 50]
+
+
 # ------------------------------------------------------------------ plain CSV / JSONL
 
 

@@ -405,6 +405,10 @@ def read_trainer_state(
         key: loss key (default ``loss``, the training loss the Trainer logs every
             ``logging_steps``; ``eval_loss`` reads the evaluations).
         lr_key: LR key (default ``learning_rate``).
+
+    Rows that :class:`autolr.integrations.hf.AutoLRSCallback` logged in its range test
+    or a probe (``autolr_phase``) are left out: those branches were put back, and are
+    no part of the trained model's way (its steps keep the Trainer's numbering).
     """
     p = Path(path)
     if p.is_dir():
@@ -431,6 +435,8 @@ def read_trainer_state(
     lr_points: list[tuple[float, float]] = []
     for i, entry in enumerate(history):
         if not isinstance(entry, Mapping) or name not in entry:
+            continue
+        if entry.get("autolr_phase") in ("range", "probe"):
             continue
         if "step" not in entry:
             raise LogFormatError(f"{p}: log_history[{i}] has {name!r} but no 'step'")
