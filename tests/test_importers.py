@@ -295,3 +295,27 @@ def test_an_annealed_run_s_curve_holds_its_winner_s_steps_at_its_lr_not_its_cool
     assert len(log.steps) == len(held) + len(stage.exploit_end["losses"])
     assert list(log.loss[: len(held)]) == pytest.approx(held)
     assert list(log.loss[len(held) :]) == pytest.approx(stage.exploit_end["losses"])
+
+
+def test_an_autolr_curve_keeps_what_a_rollback_kept_and_drops_the_rest(tmp_path):
+    # The annealed hold goes back to its best state: its steps up to there are kept,
+    # and the winner's probe steps before them; the rest of that exploit is not.
+    from autolr import AutoLRS
+    from autolr.offline.logs import load_run
+    from tests.conftest import Regression, blow_up_the_hold, make_model
+
+    path = tmp_path / "run.jsonl"
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    tuner = AutoLRS(model, opt, min_lr=1e-3, max_lr=1.0, total_steps=800, log_path=path)
+    blow_up_the_hold(Regression(), model, opt, tuner, after=60, finish=True)
+    (stage,) = load_run(path).stages
+    (rollback,) = stage.rollbacks
+    kept = rollback["back_to"] - (rollback["step"] - len(rollback["losses"]))
+    assert kept > 0 and stage.decisions[0]["from_probe"]
+    held = stage.tau_probe
+    curve = read_autolr_log(path)
+    before = len(stage.recent or [])
+    assert len(curve.steps) == before + held + kept + len(stage.exploit_end["losses"])
+    got = list(curve.loss[before + held : before + held + kept])
+    assert got == pytest.approx(rollback["losses"][:kept])

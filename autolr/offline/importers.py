@@ -530,7 +530,8 @@ def read_autolr_log(path: str | Path) -> LossLog:
     they are not on the way of the model that trains on; what is: the warmup's
     last losses (the log keeps up to 16, stage 0's ``recent``), and per stage
     the winning probe's steps when its end state was kept (``from_probe``), then
-    the steps of the exploit that ran to its end. ``steps`` counts those steps
+    the steps of its exploits: a rollback keeps those up to the state it went back
+    to (the hold's best, or none back at the stage's start). ``steps`` counts those steps
     only (the training progress of the kept model, from 1), so a probe's steps
     leave no gap; ``lr`` is the LR of each. An annealed race's winner counts its
     steps at its LR, not its cooldown (the hold goes on from before it); the final
@@ -560,22 +561,31 @@ def read_autolr_log(path: str | Path) -> LossLog:
         end = st.exploit_end
         if end is None:
             break
-        last = st.decisions[-1] if st.decisions else None
+        # The stage's way as (step of the state after it, loss, LR): a rollback cuts it
+        # back to the state it went back to (the stage's start, or the hold's best).
+        way: list[tuple[int, float | None, float | None]] = []
+        chose = st.decisions[0] if st.decisions else None
         winner = None
-        if last is not None and last.get("from_probe"):
-            winner = next((q for q in st.probes if q["lr"] == last["lr"]), None)
+        if chose is not None and chose.get("from_probe"):
+            winner = next((q for q in st.probes if q["lr"] == chose["lr"]), None)
         if winner is not None:
             # An annealed race's winner goes on from its state before its cooldown.
-            held = int(st.start["tau_probe"]) if st.start.get("cool") else None
-            for v in winner["train_losses"][:held]:
-                step += 1
-                points.append((step, math.nan if v is None else float(v)))
-                lr_points.append((step, float(winner["lr"])))
-        for v in end["losses"]:
+            losses = winner["train_losses"]
+            held = int(st.start["tau_probe"]) if st.start.get("cool") else len(losses)
+            begin = int(winner["step"]) - len(losses)
+            way += [(begin + k + 1, v, winner["lr"]) for k, v in enumerate(losses[:held])]
+        for rec in [*st.rollbacks, end]:
+            begin = int(rec["step"]) - len(rec["losses"])
+            way += [(begin + k + 1, v, rec["lr"]) for k, v in enumerate(rec["losses"])]
+            if rec is not end:
+                back = rec.get("back_to")
+                back_to = int(st.start["step"]) if back is None else int(back)
+                way = [w for w in way if w[0] <= back_to]
+        for _, value, rate in way:
             step += 1
-            points.append((step, math.nan if v is None else float(v)))
-            if end["lr"] is not None:
-                lr_points.append((step, float(end["lr"])))
+            points.append((step, math.nan if value is None else float(value)))
+            if rate is not None:
+                lr_points.append((step, float(rate)))
     if not points:
         raise LogFormatError(f"{path}: the run log holds no warmup or exploit losses")
     return _finish(
