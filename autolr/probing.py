@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from autolr.errors import InputError
+from autolr.errors import ConfigError, InputError
 from autolr.snapshot import Snapshot, Stateful, capture, restore
 
 
@@ -339,6 +339,9 @@ class LocalProber:
             of a stage to compare LRs on equal data.
         val_fn: validation loss, when the objective is the validation loss.
         extras: extra stateful objects restored with the model.
+        ratios: each param group's LR over the first's (default: as the optimizer's
+            groups are set when the prober is built, as :class:`autolr.AutoLRS` takes
+            them).
     """
 
     parallelism = 1
@@ -360,13 +363,24 @@ class LocalProber:
         self.batches = batches
         self.val_fn = val_fn
         self.extras = extras
-        self.ratios = ratios
+        self.ratios = ratios if ratios is not None else group_ratios(optimizer)
 
     def reset(self) -> None:
         """Nothing to reset: the prober keeps no state between stages."""
 
     def run(self, snapshot: Snapshot, requests: list[ProbeRequest]) -> list[ProbeOutcome]:
-        ratios = self.ratios or [1.0] * len(self.optimizer.param_groups)
+        """Run ``requests`` one after another from ``snapshot``; outcomes in order.
+
+        Raises:
+            ConfigError: the requests ask for a validation objective and no
+                ``val_fn`` was given (as :class:`autolr.integrations.ray.RayProber`).
+        """
+        if self.val_fn is None and any(r.val_every > 0 for r in requests):
+            raise ConfigError(
+                f"the objective is the validation loss (val_every={requests[0].val_every}) "
+                "but LocalProber was given no val_fn"
+            )
+        ratios = self.ratios
         outcomes = []
         for req in requests:
             try:

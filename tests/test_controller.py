@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from autolr import AutoLRS, LocalProber, Phase, StateError
+from autolr import AutoLRS, ConfigError, LocalProber, Phase, StateError
 from autolr.offline.reader import read_run_log
 from autolr.plan import StageSpec
 from autolr.runlog import SCHEMA_VERSION
@@ -410,6 +410,38 @@ def test_local_prober_restores_after_a_failing_probe(task):
     assert failed and "worker lost" in failed[0]["reason"]
     assert all(torch.equal(start[k], v) for k, v in model.state_dict().items())
     assert tuner.phase is Phase.EXPLOIT
+
+
+def test_local_prober_keeps_the_param_groups_ratios_and_needs_the_val_fn_asked_for(task):
+    model = make_model()
+    opt = torch.optim.SGD(
+        [
+            {"params": model[0].parameters(), "lr": 0.08},
+            {"params": model[2].parameters(), "lr": 0.02},
+        ]
+    )
+    seen = []
+
+    def step(m, o, batch):
+        seen.append(o.param_groups[0]["lr"] / o.param_groups[1]["lr"])
+        return train_step(m, o, batch)
+
+    prober = LocalProber(model, opt, step, lambda s, i: task.stream())
+    AutoLRS(
+        model, opt, min_lr=1e-3, max_lr=1.0, total_steps=400, prober=prober, strategy="forecast"
+    )  # its first stage's search runs here, on the prober
+    assert seen and all(r == pytest.approx(4.0) for r in seen)
+    with pytest.raises(ConfigError, match="LocalProber was given no val_fn"):
+        AutoLRS(
+            model,
+            opt,
+            min_lr=1e-3,
+            max_lr=1.0,
+            total_steps=400,
+            strategy="forecast",
+            val_fn=lambda: 1.0,
+            prober=LocalProber(model, opt, train_step, lambda s, i: task.stream()),
+        )
 
 
 def test_a_backend_end_state_that_does_not_fit_the_optimizer_is_never_restored(task):

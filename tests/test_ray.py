@@ -300,6 +300,46 @@ def test_worker_that_cannot_start_raises(ray_session):
 
 
 @pytest.mark.slow
+def test_a_worker_that_replaces_a_failed_one_has_the_start_timeout_too(ray_session, tmp_path):
+    import threading
+
+    starts, failed, driver = tmp_path / "starts", tmp_path / "failed", os.getpid()
+    starts.mkdir()
+
+    def first_starts_then_stuck() -> torch.nn.Module:
+        if os.getpid() != driver:
+            n = len(os.listdir(starts))
+            (starts / str(n)).touch()
+            if n >= 1:  # the replacement never gets ready
+                time.sleep(3600)
+        return make_model()
+
+    def fails_once(model, optimizer, batch):
+        if os.getpid() != driver and not failed.exists():
+            failed.touch()
+            raise RuntimeError("a transient error")
+        return train_step(model, optimizer, batch)
+
+    rp = RayProber(
+        first_starts_then_stuck, make_sgd, fails_once, batches, num_workers=1, num_cpus=0,
+        start_timeout_s=10, retries=1,
+    )  # fmt: skip
+    done: list[object] = []
+
+    def search() -> None:
+        try:
+            done.append(rp.run(start_snapshot(), make_requests([0.01, 0.02, 0.04])))
+        except AutoLRError as exc:
+            done.append(exc)
+
+    worker = threading.Thread(target=search, daemon=True)
+    worker.start()
+    worker.join(timeout=90)
+    rp.close()
+    assert done, "the search waited on the replacement worker past its start timeout"
+
+
+@pytest.mark.slow
 def test_worker_that_cannot_be_scheduled_raises(ray_session):
     rp = RayProber(make_model, make_sgd, train_step, batches, num_gpus=1, start_timeout_s=2)
     with pytest.raises(AutoLRError, match=r"not ready within start_timeout_s=2s .*num_gpus=1"):

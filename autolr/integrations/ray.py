@@ -486,7 +486,8 @@ class RayProber:
         _kill(slot.actor)
         fresh = self._new_slot()
         slot.actor, slot.ready_ref = fresh.actor, fresh.ready_ref
-        slot.job, slot.ref, slot.deadline = None, None, math.inf
+        # The fresh actor's start timeout holds as the first one's did.
+        slot.job, slot.ref, slot.deadline = None, None, fresh.deadline
 
 
 _RemoteWorker: Any = ray.remote(ProbeWorker)
