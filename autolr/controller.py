@@ -346,11 +346,16 @@ class AutoLRS:
         )
         self._range: RangeTest | None = None
         self._precool: Snapshot | None = None
+        self._unrun: list[float] = []
         if self.config.needs_range_test:
             self._begin_range()
         else:
             self._begin_training()
-        self.log.release()
+        # A prober ran the first stage's search here: until the first step() it is
+        # undone by load_state_dict (a rebuilt run resumes), its records held till then.
+        self._searched_in_init = self.prober is not None and self.global_step > 0
+        if not self._searched_in_init:
+            self.log.release()
 
     # ------------------------------------------------------------------ API
     @staticmethod
@@ -424,6 +429,9 @@ class AutoLRS:
         """
         value = loss_value(loss)
         self.restored = False
+        if self._searched_in_init:
+            self._searched_in_init = False
+            self.log.release()
         if self._unwarned:
             self._check_outside_changes(value)
         if self.phase is Phase.DONE:
@@ -796,7 +804,15 @@ class AutoLRS:
                 self._start_probe(self.strategy.propose(1)[0])
                 return
             q = min(self.config.parallel_probes, stage.spec.probes - len(stage.probes))
-            self._run_on_backend(self.strategy.propose(q))
+            lrs, self._unrun = self._unrun or self.strategy.propose(q), []
+            self.phase, before = Phase.PROBE, len(stage.probes)
+            try:
+                self._run_on_backend(lrs)
+            except BaseException:
+                # Cut short (a Ctrl-C, a backend that gave up): restore_snapshot, or
+                # the with block, runs the search on from the candidates not finished.
+                self._unrun = lrs[len(stage.probes) - before :]
+                raise
         self._decide("best_forecast")
 
     def _start_probe(self, lr: float) -> None:
@@ -1537,6 +1553,14 @@ class AutoLRS:
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(f"AutoLRS state has a malformed strategy state: {exc}") from exc
         # Everything read: assign.
+        if self._searched_in_init:
+            # The search a prober ran at construction moved the model: back to the
+            # state it was built on (the run's checkpoint), and its records dropped.
+            assert self._snapshot is not None
+            self._restore(self._snapshot)
+            self.log.records = [r for r in self.log.records if r["type"] == RUN_START]
+            self._searched_in_init = False
+            self.log.release()
         if saved.to_dict() != self.config.to_dict():
             self.config = saved
             self.plan = StagePlan(saved)

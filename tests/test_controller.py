@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import subprocess
@@ -410,6 +411,74 @@ def test_local_prober_restores_after_a_failing_probe(task):
     assert failed and "worker lost" in failed[0]["reason"]
     assert all(torch.equal(start[k], v) for k, v in model.state_dict().items())
     assert tuner.phase is Phase.EXPLOIT
+
+
+def _prober_run(task, log_path, upto=None, state=None):
+    """A forecast-strategy run on a LocalProber, its loop's batches by step; stopped
+    after ``upto`` loop steps (a checkpoint), or resumed from ``state`` as the README
+    says: model and optimizer loaded, the tuner rebuilt alike, then its state loaded."""
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+    prober = LocalProber(model, opt, train_step, lambda s, i: task.stream())
+    tuner = AutoLRS(
+        model, opt, min_lr=1e-3, max_lr=1.0, total_steps=400, prober=prober,
+        strategy="forecast", log_path=log_path,
+    )  # fmt: skip
+    k = 0
+    if state is not None:
+        tuner.load_state_dict(state["autolr"])
+        k = state["k"]
+    while not tuner.finished:
+        tuner.step(train_step(model, opt, task.batch_at(k)))
+        k += 1
+        if k == upto:
+            saved = {"model": model.state_dict(), "opt": opt.state_dict(), "k": k}
+            return copy.deepcopy({**saved, "autolr": tuner.state_dict()})
+    return model
+
+
+def test_a_run_on_a_prober_resumes_as_the_readme_says_and_replays(task, tmp_path):
+    # Rebuilt, the tuner runs its first stage's search on the prober at construction;
+    # load_state_dict undoes it: the model is the checkpoint's, and the log replays.
+    whole = _prober_run(task, tmp_path / "whole.jsonl")
+    log = tmp_path / "cut.jsonl"
+    state = _prober_run(task, log, upto=150)
+    resumed = _prober_run(task, log, state=state)
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    from autolr.offline.replay import replay_run
+
+    result = replay_run(log)
+    assert result.matches, [m.describe() for m in result.mismatches]
+
+
+def test_an_interrupted_prober_search_leaves_a_tuner_that_searches_on(task):
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    calls = []
+
+    def interrupted(m, o, batch):
+        calls.append(1)
+        if len(calls) == 30:  # as a Ctrl-C in the second candidate
+            raise KeyboardInterrupt
+        return train_step(m, o, batch)
+
+    prober = LocalProber(model, opt, interrupted, lambda s, i: task.stream())
+    tuner = AutoLRS(model, opt, total_steps=800, prober=prober)  # the race runs on it
+    stream = task.stream()
+    with pytest.raises(KeyboardInterrupt), tuner:
+        for batch in stream:
+            tuner.step(train_step(model, opt, batch))
+    for batch in stream:
+        tuner.step(train_step(model, opt, batch))
+        if tuner.finished:
+            break
+    assert tuner.finished and all(torch.isfinite(p).all() for p in model.parameters())
+    lrs = [c["lr"] for c in tuner.log.of_type("decision")[0]["candidates"]]
+    assert len(lrs) == len(set(lrs)) >= 3 and lrs == sorted(lrs, reverse=True)
 
 
 def test_local_prober_keeps_the_param_groups_ratios_and_needs_the_val_fn_asked_for(task):
