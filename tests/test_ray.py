@@ -299,6 +299,33 @@ def test_worker_that_cannot_start_raises(ray_session):
             rp.run(start_snapshot(), make_requests([0.01]))
 
 
+def lr_as_loss(model, optimizer, batch):
+    time.sleep(0.2)
+    return torch.tensor(optimizer.param_groups[0]["lr"])
+
+
+@pytest.mark.slow
+def test_a_run_cut_short_leaves_no_probe_to_answer_the_next(ray_session, monkeypatch):
+    import ray
+
+    rp = RayProber(make_model, make_sgd, lr_as_loss, batches, num_workers=2, num_cpus=0)
+    rp.start()
+    wait, calls = ray.wait, []
+
+    def cut(*args, **kw):  # a Ctrl-C while the first run's probes are out
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return wait(*args, **kw)
+
+    monkeypatch.setattr(ray, "wait", cut)
+    with pytest.raises(KeyboardInterrupt):
+        rp.run(start_snapshot(), make_requests([0.5, 0.25], steps=3))
+    outs = rp.run(start_snapshot(), make_requests([0.01, 0.02], steps=3))
+    rp.close()
+    assert [o.train_losses for o in outs] == [pytest.approx([lr] * 3) for lr in (0.01, 0.02)]
+
+
 @pytest.mark.slow
 def test_a_worker_that_replaces_a_failed_one_has_the_start_timeout_too(ray_session, tmp_path):
     import threading

@@ -298,6 +298,20 @@ class RayProber:
         snap_ref = self._ship(snapshot)
         results: list[ProbeOutcome | None] = [None] * len(requests)
         queue = deque(_Job(i, req) for i, req in enumerate(requests))
+        try:
+            self._run_queue(queue, results, snap_ref)
+        except BaseException:
+            # Cut short (a Ctrl-C): a probe still running would answer the next run.
+            for slot in self._slots:
+                if slot.job is not None:
+                    self._replace(slot)
+            raise
+        return [r for r in results if r is not None]
+
+    def _run_queue(
+        self, queue: deque[_Job], results: list[ProbeOutcome | None], snap_ref: Any
+    ) -> None:
+        """Dispatch ``queue`` to the ready actors until every result is in."""
         while any(r is None for r in results):
             for slot in self._slots:
                 if queue and not slot.dead and slot.ready_ref is None and slot.job is None:
@@ -332,7 +346,6 @@ class RayProber:
                     self._start_failed(slot, self._start_timeout_message())
                 elif slot.job is not None:
                     self._on_timeout(slot, results)
-        return [r for r in results if r is not None]
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> RayProber:
