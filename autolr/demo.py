@@ -19,9 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from autolr.console import fmt, out, print_table
+from autolr.console import err, fmt, out, print_table
 from autolr.controller import AutoLRS, Phase
-from autolr.errors import require
+from autolr.errors import AutoLRError, require
 from autolr.runlog import EXPLOIT_END, PROBE, RANGE_TEST, ROLLBACK, STAGE_START
 
 logger = logging.getLogger(__name__)
@@ -255,15 +255,19 @@ def demo_command(args: argparse.Namespace) -> int:
     """The ``autolr demo`` command: run the demo with a progress bar, print its stages."""
     from tqdm import tqdm
 
-    with tqdm(total=2 * args.steps, desc="autolr run + default run", unit="step") as bar:
-        res = run_demo(
-            steps=args.steps,
-            seed=args.seed,
-            out_dir=args.out,
-            plot=not args.no_plot,
-            progress=bar.update,
-            options={} if args.strategy is None else {"strategy": args.strategy},
-        )
+    try:
+        with tqdm(total=2 * args.steps, desc="autolr run + default run", unit="step") as bar:
+            res = run_demo(
+                steps=args.steps,
+                seed=args.seed,
+                out_dir=args.out,
+                plot=not args.no_plot,
+                progress=bar.update,
+                options={} if args.strategy is None else {"strategy": args.strategy},
+            )
+    except (AutoLRError, OSError) as exc:  # a bad --steps or --out: a line, not a traceback
+        err(f"autolr demo: error: {exc}")
+        return 2
     tuner = res.tuner
     records = tuner.log.records
     stages = {r["stage"]: r for r in records if r["type"] == STAGE_START}
@@ -345,9 +349,10 @@ def demo_command(args: argparse.Namespace) -> int:
             f"({share:.0f}% of the budget{why})"
         )
     out(
-        f"\nsteps: {total} in all, {tuner.search_steps} on probes "
-        f"({100 * tuner.search_steps / max(total, 1):.0f}%; {tuner.kept_steps} of them kept: "
-        "the winner's steps at its LR), the rest exploit and anneal"
+        f"\nsteps: {total} in all, {tuner.search_steps} on the search, range test, probes "
+        f"and cooldowns ({100 * tuner.search_steps / max(total, 1):.0f}%; "
+        f"{tuner.kept_steps} of them kept: the winner's steps at its LR), the rest exploit "
+        "and anneal"
     )
     out("\nFinal results (same model, same budget, same data order)")
     print_table(

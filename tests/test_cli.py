@@ -35,6 +35,15 @@ def test_demo_prints_stages_and_writes_log_and_plot(tmp_path, capsys, strategy):
     assert png.startswith(b"\x89PNG")
 
 
+@pytest.mark.parametrize(
+    ("steps", "message"), [("100", "total_steps=100 is too small"), ("0", "got 0")]
+)
+def test_a_demo_budget_it_cannot_run_is_one_line_and_exit_2(tmp_path, capsys, steps, message):
+    assert main(["demo", "--steps", steps, "--out", str(tmp_path), "--no-plot"]) == 2
+    err = capsys.readouterr().err
+    assert "autolr demo: error: " in err and message in err and "Traceback" not in err
+
+
 def test_cli_requires_a_command(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([])
