@@ -113,6 +113,9 @@ def main() -> None:
             print(f"trial {result.path}: {result.error}")
             continue
         frame = result.metrics_dataframe
+        if result.config is None or frame is None or frame.empty:
+            print(f"trial {result.path}: stopped before its first report (run with --resume)")
+            continue
         seed = result.config["autolrs"]["seed"]
         stages = frame[frame["phase"] == "exploit"].groupby("stage")["lr"].last()
         lrs = ", ".join(f"{lr:.4f}" for lr in stages)
@@ -120,8 +123,10 @@ def main() -> None:
             f"seed {seed}: final loss {frame['loss'].iloc[-1]:.4f} after {frame['step'].iloc[-1]} "
             f"steps ({frame['search_steps'].iloc[-1]} in probes); stage LRs {lrs}"
         )
-    best = results.get_best_result(metric="loss", mode="min")
-    print(f"best: seed {best.config['autolrs']['seed']}, checkpoint {best.checkpoint.path}")
+    reported = [r for r in results if r.config is not None and r.checkpoint is not None]
+    if reported:
+        best = results.get_best_result(metric="loss", mode="min")
+        print(f"best: seed {best.config['autolrs']['seed']}, checkpoint {best.checkpoint.path}")
     print(f"{time.perf_counter() - t0:.0f} s in all")
 
 
