@@ -246,3 +246,21 @@ def test_a_trial_needs_no_lr_range(ray_session, tmp_path, strategy):
     frame = grid[0].metrics_dataframe
     assert frame["step"].iloc[-1] == TOTAL and frame["loss"].notna().all()
     assert frame["search_steps"].iloc[-1] > 0  # the range test and the probes
+
+
+def ten_batches(config, start):
+    return (TASK.batch_at(i) for i in range(start, 10))
+
+
+@pytest.mark.slow
+def test_a_trial_whose_data_runs_out_in_the_search_ends_with_a_checkpoint(ray_session, tmp_path):
+    grid = tune.Tuner(
+        trainable_with(ten_batches),
+        param_space={**space([0]), "autolrs": {**space([0])["autolrs"], "seed": 0}},
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="short", verbose=0),
+    ).fit()
+    assert not grid.errors
+    result = grid[0]
+    last = result.metrics_dataframe.iloc[-1]
+    assert result.checkpoint is not None
+    assert last["phase"] in ("range", "probe") and last["lr"] == last["lr"]  # set, not NaN

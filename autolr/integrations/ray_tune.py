@@ -239,8 +239,18 @@ class TuneReporter:
         return lr
 
     def finish(self, **metrics: Any) -> None:
-        """Report what is pending with a final checkpoint (call once after the loop)."""
-        if self._losses or self._search or self.tuner.global_step != self._last_checkpoint:
+        """Report what is pending with a final checkpoint (call once after the loop).
+
+        A loop that ends in the search (its data ran out) puts the snapshot back
+        first: the model is the run's, not a probe's branch.
+        """
+        tuner = self.tuner
+        if tuner.in_search:
+            tuner.restore_snapshot()
+        if self._losses or self._search or tuner.global_step != self._last_checkpoint:
+            self._last.update(
+                {"lr": tuner.current_lr, "phase": tuner.phase.value, "stage": tuner.stage_index}
+            )
             self._last.update(metrics)
             self._report(final=True)
 
@@ -257,7 +267,7 @@ class TuneReporter:
             self.checkpoint_every is not None
             and tuner.global_step - self._last_checkpoint >= self.checkpoint_every
         )
-        if not ((due or final) and can_checkpoint(tuner)):
+        if not (final or (due and can_checkpoint(tuner))):  # the last always carries one
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory(prefix="autolr-ckpt-") as directory:
