@@ -41,6 +41,7 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -557,35 +558,32 @@ def _finite_number(value: Any) -> bool:
         return False
 
 
+def _trainer_frames() -> Iterator[dict[str, Any]]:
+    """The locals of the ``transformers.Trainer`` methods up the call stack (the
+    callback's caller's callers), nearest first."""
+    frame = inspect.currentframe()
+    for _ in range(12):
+        frame = frame.f_back if frame is not None else None
+        if frame is None:
+            return
+        if isinstance(frame.f_locals.get("self"), Trainer):
+            yield frame.f_locals
+
+
 def _calling_trainer() -> Any:
     """The ``transformers.Trainer`` whose hook is running, found up the call stack, or None.
 
     Callbacks given as ``Trainer(callbacks=[...])`` get no reference to it; the
     one use is :meth:`AutoLRSCallback._clear_loss_sum`.
     """
-    frame = inspect.currentframe()
-    for _ in range(8):
-        frame = frame.f_back if frame is not None else None
-        if frame is None:
-            return None
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, Trainer):
-            return owner
-    return None
+    return next((local["self"] for local in _trainer_frames()), None)
 
 
 def _resumed_from() -> str | None:
     """The checkpoint given to ``trainer.train(resume_from_checkpoint=...)``: a local of
     the Trainer's training loop up the call stack (it reaches no callback), or None."""
-    frame = inspect.currentframe()
-    for _ in range(8):
-        frame = frame.f_back if frame is not None else None
-        if frame is None:
-            return None
-        found = frame.f_locals.get("resume_from_checkpoint")
-        if isinstance(frame.f_locals.get("self"), Trainer) and isinstance(found, str):
-            return found
-    return None
+    found = (local.get("resume_from_checkpoint") for local in _trainer_frames())
+    return next((path for path in found if isinstance(path, str)), None)
 
 
 def _checkpoint_dir(output_dir: str | None, step: int) -> str:
