@@ -327,6 +327,19 @@ def run_probe(
     return ProbeOutcome(train_losses=losses, val=val, end_state=end_state)
 
 
+def check_val_fn(backend: str, val_fn: Any, requests: list[ProbeRequest]) -> None:
+    """Refuse requests for a validation objective on a backend given no ``val_fn``.
+
+    Raises:
+        ConfigError: naming the backend and the requests' ``val_every``.
+    """
+    if val_fn is None and any(r.val_every > 0 for r in requests):
+        raise ConfigError(
+            f"the objective is the validation loss (val_every={requests[0].val_every}) "
+            f"but {backend} was given no val_fn"
+        )
+
+
 class LocalProber:
     """Runs probes in this process, one after another, each from the snapshot.
 
@@ -375,11 +388,7 @@ class LocalProber:
             ConfigError: the requests ask for a validation objective and no
                 ``val_fn`` was given (as :class:`autolr.integrations.ray.RayProber`).
         """
-        if self.val_fn is None and any(r.val_every > 0 for r in requests):
-            raise ConfigError(
-                f"the objective is the validation loss (val_every={requests[0].val_every}) "
-                "but LocalProber was given no val_fn"
-            )
+        check_val_fn("LocalProber", self.val_fn, requests)
         ratios = self.ratios
         outcomes = []
         for req in requests:

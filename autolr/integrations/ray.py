@@ -40,6 +40,7 @@ from autolr.probing import (
     ProbeRequest,
     TrainStep,
     check_outcome,
+    check_val_fn,
     group_ratios,
     run_probe,
 )
@@ -289,11 +290,7 @@ class RayProber:
         """
         if not requests:
             return []
-        if self.spec.val_fn is None and any(r.val_every > 0 for r in requests):
-            raise ConfigError(
-                f"the objective is the validation loss (val_every={requests[0].val_every}) "
-                "but RayProber was given no val_fn"
-            )
+        check_val_fn("RayProber", self.spec.val_fn, requests)
         self._ensure_pool()
         snap_ref = self._ship(snapshot)
         results: list[ProbeOutcome | None] = [None] * len(requests)
